@@ -77,17 +77,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
 }
 
 /// A nested JSON object deserialized into `T`, or a note that the field held something else.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) enum Nested<T> {
+    #[default]
     Absent,
     Value(T),
     WrongType,
-}
-
-impl<T> Default for Nested<T> {
-    fn default() -> Self {
-        Self::Absent
-    }
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {

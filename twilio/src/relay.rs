@@ -22,7 +22,8 @@ pub const MAX_RELAY_FRAME_BYTES: usize = 64 * 1024;
 /// A message Twilio sends on a ConversationRelay WebSocket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayInbound {
-    Setup(Setup),
+    /// Boxed: it is many times larger than the other messages and arrives once per session.
+    Setup(Box<Setup>),
     /// What the caller said. `last` is `false` only for partial prompts; absent means `true`.
     Prompt {
         voice_prompt: String,
@@ -219,7 +220,7 @@ pub fn parse_relay_inbound(text: &str) -> Result<RelayInbound, FrameError> {
     let raw = parse_raw(text)?;
     let kind = req_str(raw.kind, "type")?;
     Ok(match &*kind {
-        "setup" => RelayInbound::Setup(Setup {
+        "setup" => RelayInbound::Setup(Box::new(Setup {
             session_id: req_string(raw.session_id, "sessionId")?,
             call_sid: req_string(raw.call_sid, "callSid")?,
             account_sid: opt_string(raw.account_sid, "accountSid")?,
@@ -232,7 +233,7 @@ pub fn parse_relay_inbound(text: &str) -> Result<RelayInbound, FrameError> {
             call_type: opt_string(raw.call_type, "callType")?,
             call_status: opt_string(raw.call_status, "callStatus")?,
             custom_parameters: string_map(raw.custom_parameters, "customParameters")?,
-        }),
+        })),
         "prompt" => RelayInbound::Prompt {
             voice_prompt: req_string(raw.voice_prompt, "voicePrompt")?,
             lang: opt_string(raw.lang, "lang")?,
