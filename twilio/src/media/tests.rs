@@ -314,3 +314,22 @@ fn to_json_uses_twilio_types() {
     assert_eq!(v["media"]["timestamp"], "5");
     assert!(v["media"]["payload"].is_string());
 }
+
+#[test]
+fn size_limit_is_inclusive() {
+    let frame = r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#;
+    let at_limit = format!(
+        "{frame}{}",
+        " ".repeat(MAX_INBOUND_FRAME_BYTES - frame.len())
+    );
+    assert_eq!(at_limit.len(), MAX_INBOUND_FRAME_BYTES);
+    assert!(parse_inbound(&at_limit).is_ok());
+    let over = format!("{at_limit} ");
+    assert_eq!(
+        parse_inbound(&over),
+        Err(FrameError::Oversized {
+            len: MAX_INBOUND_FRAME_BYTES + 1,
+            max: MAX_INBOUND_FRAME_BYTES
+        })
+    );
+}
