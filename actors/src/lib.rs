@@ -1,1 +1,19 @@
-//! Call runtime.
+//! The Switchboard call runtime.
+//!
+//! # Layout
+//! - [`domain`]: plain values (call sid, caller, customer context, messages).
+//! - [`machine`]: the pure per-call state machine — every decision about a call.
+//! - [`ports`]: the small traits through which shared actors reach storage and providers.
+//! - [`handle`]: a call's durable handle (event journal, snapshot, outbound queue) and the
+//!   live-call registry; it outlives any one call actor.
+//! - [`call`]: the call actor, a thin shell that feeds the machine and executes its effects.
+//! - [`supervisor`]: spawns call actors and restarts failed ones from their snapshot.
+//! - [`crm`], [`llm`], [`persistence`], [`names`]: the shared actors.
+//! - [`runtime`]: wires the shared actors and the supervisor together.
+//! - [`testing`]: in-memory implementations of the ports, for tests and benchmarks.
+//!
+//! **Architecture Invariant:** this crate does no direct I/O: no sockets, files or databases (it
+//! does not depend on sqlx or reqwest). Everything slow is behind a port and answers with a message.
+
+pub mod domain;
+pub mod machine;
