@@ -3,6 +3,9 @@
 //! The parsers deserialize into structs whose leaves are [`Scalar`]s: every value is accepted and
 //! remembers its JSON kind, so a wrong type becomes a precise [`FrameError`] naming the field
 //! instead of an opaque serde message. Strings borrow from the frame whenever they hold no escapes.
+//!
+//! JSON `null` counts as absent everywhere: a serializer that writes `null` for "no value" means
+//! the same as one that leaves the field out (a required field that is `null` is "missing").
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -23,7 +26,6 @@ pub(crate) enum Scalar<'a> {
     /// A negative or fractional number: never valid where this crate expects a number.
     OtherNumber,
     Bool(bool),
-    Null,
     Object,
     Array,
 }
@@ -58,10 +60,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
                 Ok(Scalar::Bool(v))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Scalar::Null)
+                Ok(Scalar::Absent)
             }
             fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Scalar::Null)
+                Ok(Scalar::Absent)
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
@@ -116,10 +118,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nested<T> {
                 Ok(Nested::WrongType)
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Nested::WrongType)
+                Ok(Nested::Absent)
             }
             fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Nested::WrongType)
+                Ok(Nested::Absent)
             }
         }
         d.deserialize_any(V(PhantomData))
@@ -182,10 +184,10 @@ impl<'a> Scalar<'a> {
                 Ok(Err(()))
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Err(()))
+                Ok(Ok(Vec::new()))
             }
             fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Err(()))
+                Ok(Ok(Vec::new()))
             }
         }
         d.deserialize_any(V(PhantomData))

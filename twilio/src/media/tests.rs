@@ -333,3 +333,21 @@ fn size_limit_is_inclusive() {
         })
     );
 }
+
+#[test]
+fn null_means_absent() {
+    assert_eq!(
+        parse_inbound(r#"{"event":null}"#),
+        Err(FrameError::MissingField("event"))
+    );
+    let text = r#"{"event":"start","sequenceNumber":"1","streamSid":"MZ1","start":{"accountSid":"AC1","callSid":"CA1","tracks":null,"customParameters":null,"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}"#;
+    let InboundFrame::Start(s) = parse_inbound(text).unwrap() else {
+        panic!("not a start")
+    };
+    assert!(s.tracks.is_empty() && s.custom_parameters.is_empty());
+    let no_media = r#"{"event":"media","sequenceNumber":"1","streamSid":"MZ1","media":null}"#;
+    assert_eq!(
+        parse_inbound(no_media),
+        Err(FrameError::MissingField("media"))
+    );
+}

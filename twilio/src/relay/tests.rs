@@ -232,3 +232,18 @@ fn outbound_round_trips() {
         assert_eq!(parse_relay_outbound(&m.to_json()).unwrap(), m);
     }
 }
+
+#[test]
+fn null_means_absent() {
+    let text = r#"{"type":"setup","sessionId":"VX1","callSid":"CA1","parentCallSid":null,"customParameters":null}"#;
+    let RelayInbound::Setup(s) = parse_relay_inbound(text).unwrap() else {
+        panic!("not setup")
+    };
+    assert_eq!(s.parent_call_sid, None);
+    assert!(s.custom_parameters.is_empty());
+    let required_null = r#"{"type":"setup","sessionId":null,"callSid":"CA1"}"#;
+    assert_eq!(
+        parse_relay_inbound(required_null).unwrap_err(),
+        FrameError::MissingField("sessionId")
+    );
+}
