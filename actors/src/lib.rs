@@ -17,3 +17,18 @@
 
 pub mod domain;
 pub mod machine;
+pub mod ports;
+pub mod handle;
+pub mod call;
+pub mod supervisor;
+pub mod crm;
+pub mod llm;
+pub mod persistence;
+pub mod names;
+pub mod runtime;
+pub mod testing;
+
+pub use domain::*;
+pub use handle::{CallHandle, LiveCalls, Outbound, TransitionNotice};
+pub use machine::{CallMachine, CallState, Effect, Event, MachineConfig};
+pub use runtime::{Ports, Runtime, RuntimeConfig};

@@ -77,6 +77,12 @@ pub enum TimerKind {
     Silence,
     /// Finalizing must end even if persistence or the goodbye line never confirms.
     FinalizeDeadline,
+    /// The CRM must answer by then, or the call goes on as "context timed out".
+    ContextDeadline,
+    /// The LLM turn must finish by then, or it is treated as failed.
+    LlmDeadline,
+    /// The name extractor must answer by then, or the answer counts as "no name".
+    NameDeadline,
 }
 
 /// An armed timer, kept in the machine so a restarted actor can re-arm it.
@@ -147,6 +153,9 @@ impl Event {
             Event::TimerFired { kind: TimerKind::GreetingWait, .. } => "greeting_wait_elapsed",
             Event::TimerFired { kind: TimerKind::Silence, .. } => "silence_timeout",
             Event::TimerFired { kind: TimerKind::FinalizeDeadline, .. } => "finalize_deadline",
+            Event::TimerFired { kind: TimerKind::ContextDeadline, .. } => "context_deadline",
+            Event::TimerFired { kind: TimerKind::LlmDeadline, .. } => "llm_deadline",
+            Event::TimerFired { kind: TimerKind::NameDeadline, .. } => "name_deadline",
             Event::Persisted => "persisted",
         }
     }
@@ -217,6 +226,10 @@ pub struct MachineConfig {
     pub max_name_attempts: u32,
     pub silence_timeout_ms: u64,
     pub finalize_deadline_ms: u64,
+    /// Upper bound on waiting for the CRM (a little above the prefetch deadline).
+    pub context_deadline_ms: u64,
+    pub llm_deadline_ms: u64,
+    pub name_deadline_ms: u64,
 }
 
 impl Default for MachineConfig {
@@ -237,6 +250,9 @@ impl Default for MachineConfig {
             max_name_attempts: 2,
             silence_timeout_ms: 10_000,
             finalize_deadline_ms: 10_000,
+            context_deadline_ms: 2_500,
+            llm_deadline_ms: 20_000,
+            name_deadline_ms: 3_000,
         }
     }
 }
@@ -499,7 +515,11 @@ impl CallMachine {
         self.start = Some(start);
         self.transition(now, CallState::Greeting, "call_started", fx);
         match phone {
-            Some(phone) => fx.push(Effect::FetchContext { phone }),
+            Some(phone) => {
+                fx.push(Effect::FetchContext { phone });
+                let after = self.config.context_deadline_ms;
+                self.arm_timer(now, TimerKind::ContextDeadline, after, fx);
+            }
             None => self.context = ContextStatus::NotApplicable,
         }
         if let Some(name) = parameter_name {
@@ -525,6 +545,7 @@ impl CallMachine {
         if self.state == CallState::Connected {
             return self.ignore(name, "no context was requested yet", fx);
         }
+        self.disarm(TimerKind::ContextDeadline);
         match result {
             ContextResult::Found(customer) => {
                 self.context = ContextStatus::Found { partial: customer.partial };
@@ -561,6 +582,7 @@ impl CallMachine {
         if matches!(self.state, CallState::Connected | CallState::Ended) {
             return self.ignore(name, "no context is pending", fx);
         }
+        self.disarm(TimerKind::ContextDeadline);
         if self.context == ContextStatus::Pending {
             self.context = status;
         }
@@ -616,6 +638,8 @@ impl CallMachine {
                 self.name_attempts += 1;
                 self.last_name_utterance = Some(text.clone());
                 fx.push(Effect::ExtractName { attempt: self.name_attempts, utterance: text });
+                let after = self.config.name_deadline_ms;
+                self.arm_timer(now, TimerKind::NameDeadline, after, fx);
             }
             CallState::Enriched => {
                 self.transition(now, CallState::Conversing, name, fx);
@@ -633,6 +657,7 @@ impl CallMachine {
         if agent.generating {
             fx.push(Effect::CancelLlm { turn: agent.turn });
             agent.generating = false;
+            self.disarm(TimerKind::LlmDeadline);
         }
         let was_greeting = agent.after == AfterTurn::GreetingPlayed;
         let full = agent.full_text();
@@ -668,6 +693,7 @@ impl CallMachine {
             return self.ignore(name, "no such LLM turn is streaming", fx);
         };
         agent.generating = false;
+        self.armed.retain(|t| t.kind != TimerKind::LlmDeadline);
         if relay {
             fx.push(Effect::Speak(Speech { turn, mark: String::new(), text: String::new(), kind: SpeechKind::Reply, last: true }));
         } else {
@@ -686,6 +712,7 @@ impl CallMachine {
         };
         agent.generating = false;
         agent.pending.clear();
+        self.armed.retain(|t| t.kind != TimerKind::LlmDeadline);
         let spoke_nothing = agent.segments.is_empty();
         if spoke_nothing {
             self.agent = None;
@@ -700,6 +727,7 @@ impl CallMachine {
         if self.state != CallState::AwaitingName {
             return self.ignore(name, "no name was being asked for", fx);
         }
+        self.disarm(TimerKind::NameDeadline);
         self.name = Some(captured.clone());
         self.name_source = Some(NameSource::Captured);
         fx.push(Effect::StoreName { name: captured, phone: self.phone().map(str::to_owned) });
@@ -712,6 +740,7 @@ impl CallMachine {
         if self.state != CallState::AwaitingName {
             return self.ignore(name, "no name was being asked for", fx);
         }
+        self.disarm(TimerKind::NameDeadline);
         if !self.asked_name {
             self.asked_name = true;
             let line = self.config.ask_name.clone();
@@ -788,6 +817,16 @@ impl CallMachine {
                     let line = self.config.goodbye_silence.clone();
                     self.say(now, line, AfterTurn::Finalize, fx);
                     self.begin_finalizing(now, name, "caller silent", fx);
+                }
+            }
+            TimerKind::ContextDeadline => {
+                self.on_context_unavailable(now, name, ContextStatus::TimedOut, fx);
+            }
+            TimerKind::NameDeadline => self.on_name_not_found(now, name, fx),
+            TimerKind::LlmDeadline => {
+                if let Some(turn) = self.generating_turn() {
+                    fx.push(Effect::CancelLlm { turn });
+                    self.on_llm_failed(now, turn, name, fx);
                 }
             }
             TimerKind::FinalizeDeadline => {
@@ -958,6 +997,8 @@ impl CallMachine {
         });
         self.disarm(TimerKind::Silence);
         fx.push(Effect::StartLlm { turn, request });
+        let after = self.config.llm_deadline_ms;
+        self.arm_timer(now, TimerKind::LlmDeadline, after, fx);
     }
 
     /// Is agent speech playing or about to play (so caller speech is a barge-in)?
@@ -983,6 +1024,7 @@ impl CallMachine {
         if agent.generating {
             fx.push(Effect::CancelLlm { turn: agent.turn });
             agent.generating = false;
+            self.disarm(TimerKind::LlmDeadline);
         }
         if !self.is_relay() && agent.segments.iter().any(|s| !s.echoed) {
             fx.push(Effect::ClearPlayback);
@@ -1013,6 +1055,7 @@ impl CallMachine {
         if agent.generating {
             fx.push(Effect::CancelLlm { turn: agent.turn });
             agent.generating = false;
+            self.disarm(TimerKind::LlmDeadline);
         }
         let full = agent.full_text();
         let heard = if self.is_relay() { full.clone() } else { agent.heard_text() };

@@ -1,0 +1,166 @@
+//! The call actor: a thin shell around the call machine. It feeds each event to the machine,
+//! stores the snapshot, and executes the effects by messaging the shared actors, the speaker
+//! and the socket writer. It owns no socket, so it can fail and be replaced mid-call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::handle::{CallHandle, TransitionNotice};
+use crate::machine::{CallMachine, CallState, Effect, Event};
+use crate::ports::PersistRecord;
+use crate::runtime::Services;
+use crate::{crm::CrmMsg, llm::LlmMsg, names::NamesMsg, persistence::PersistenceMsg};
+
+pub enum CallMsg {
+    /// An event from the journal; `id` orders it and lets a restarted actor skip what it applied.
+    Event { id: u64, event: Event },
+    /// Chaos: fail for real (only reachable when chaos is enabled).
+    Crash { reason: String },
+}
+
+pub struct CallActor;
+
+pub struct CallArgs {
+    pub machine: CallMachine,
+    pub handle: Arc<CallHandle>,
+    pub services: Arc<Services>,
+    /// Started from a snapshot after a failure: re-arm timers and re-send what may be unsaved.
+    pub restored: bool,
+}
+
+pub struct CallActorState {
+    machine: CallMachine,
+    handle: Arc<CallHandle>,
+    services: Arc<Services>,
+}
+
+impl Actor for CallActor {
+    type Msg = CallMsg;
+    type State = CallActorState;
+    type Arguments = CallArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<CallMsg>, args: CallArgs) -> Result<CallActorState, ActorProcessingErr> {
+        let state = CallActorState { machine: args.machine, handle: args.handle, services: args.services };
+        if args.restored {
+            resume(&state);
+        }
+        Ok(state)
+    }
+
+    async fn handle(&self, myself: ActorRef<CallMsg>, msg: CallMsg, st: &mut CallActorState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            CallMsg::Crash { reason } => {
+                tracing::warn!(call_sid = %st.handle.sid, %reason, "chaos: call actor failing on purpose");
+                panic!("chaos crash requested: {reason}");
+            }
+            CallMsg::Event { id, event } => {
+                if id <= st.machine.applied_event_id() {
+                    return Ok(()); // replayed, already applied before the snapshot
+                }
+                let now = st.services.clock.now_ms();
+                let effects = st.machine.handle(now, event);
+                st.machine.set_applied_event_id(id);
+                st.handle.store_snapshot(Arc::new(st.machine.clone()));
+                for effect in effects {
+                    execute(st, effect);
+                }
+                if st.machine.state() == CallState::Ended {
+                    st.handle.mark_ended();
+                    st.services.calls.remove(&st.handle.sid);
+                    myself.stop(Some("call ended".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// After a restart: timers died with the old actor, and persistence may not have received the
+/// last effects. Re-arm the timers with their remaining time and re-send every message and
+/// transition; writes are idempotent on (call sid, seq), so nothing is duplicated.
+fn resume(st: &CallActorState) {
+    let now = st.services.clock.now_ms();
+    for timer in st.machine.armed_timers() {
+        let after = timer.deadline_ms.saturating_sub(now);
+        arm(st, timer.kind, timer.generation, after);
+    }
+    let sid = &st.handle.sid;
+    for message in st.machine.conversation() {
+        let _ = st.services.persistence.cast(PersistenceMsg::Append(PersistRecord::Message {
+            call_sid: sid.clone(),
+            message: message.clone(),
+        }));
+    }
+    for transition in st.machine.transitions() {
+        let _ = st.services.persistence.cast(PersistenceMsg::Append(PersistRecord::Transition {
+            call_sid: sid.clone(),
+            transition: transition.clone(),
+        }));
+    }
+}
+
+fn arm(st: &CallActorState, kind: crate::machine::TimerKind, generation: u64, after_ms: u64) {
+    let handle = Arc::downgrade(&st.handle);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        if let Some(handle) = handle.upgrade() {
+            let _ = handle.send(Event::TimerFired { kind, generation });
+        }
+    });
+}
+
+fn execute(st: &CallActorState, effect: Effect) {
+    let sid = &st.handle.sid;
+    let s = &st.services;
+    match effect {
+        Effect::Speak(speech) => st.handle.speak(speech),
+        Effect::ClearPlayback => st.handle.clear_playback(),
+        Effect::FetchContext { phone } => {
+            let _ = s.crm.cast(CrmMsg::Prefetch { call_sid: sid.clone(), phone });
+        }
+        Effect::StartLlm { turn, request } => {
+            let _ = s.llm.cast(LlmMsg::Start { call_sid: sid.clone(), turn, request });
+        }
+        Effect::CancelLlm { turn } => {
+            let _ = s.llm.cast(LlmMsg::Cancel { call_sid: sid.clone(), turn });
+        }
+        Effect::ExtractName { attempt, utterance } => {
+            let _ = s.names.cast(NamesMsg::Extract { call_sid: sid.clone(), attempt, utterance });
+        }
+        Effect::StoreName { name, phone } => {
+            if let Some(phone) = phone {
+                let _ = s.names.cast(NamesMsg::Store { phone, name });
+            }
+        }
+        Effect::PersistMessage(message) => {
+            let _ = s.persistence.cast(PersistenceMsg::Append(PersistRecord::Message { call_sid: sid.clone(), message }));
+        }
+        Effect::RecordTransition(transition) => {
+            tracing::info!(call_sid = %sid, from = transition.from.as_str(), to = transition.to.as_str(), event = %transition.event, "call state changed");
+            s.calls.publish(TransitionNotice {
+                call_sid: sid.clone(),
+                from: transition.from,
+                to: transition.to,
+                event: transition.event.clone(),
+                at_ms: transition.at_ms,
+                restarts: st.machine.restarts(),
+            });
+            let _ = s.persistence.cast(PersistenceMsg::Append(PersistRecord::Transition { call_sid: sid.clone(), transition }));
+        }
+        Effect::StartTimer { kind, generation, after_ms } => arm(st, kind, generation, after_ms),
+        Effect::Finalize(mut record) => {
+            if record.call_sid.0.is_empty() {
+                record.call_sid = sid.clone();
+            }
+            let _ = s.persistence.cast(PersistenceMsg::FinalizeCall(record));
+        }
+        Effect::CloseStream => {
+            st.handle.push_outbound(crate::handle::Outbound::Close { reason: "call ended".into() });
+        }
+        Effect::Ignored { event, state, reason } => {
+            tracing::debug!(call_sid = %sid, event, state = state.as_str(), reason, "event ignored");
+        }
+    }
+}

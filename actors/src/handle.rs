@@ -1,0 +1,333 @@
+//! A call's durable handle and the live-call registry.
+//!
+//! The handle outlives any one call actor: it owns the call's event journal, its latest snapshot
+//! and its outbound queue to the socket writer. Everything addressed to a call — frames parsed by
+//! the socket reader, CRM results, LLM tokens, timers — goes through [`CallHandle::send`], which
+//! numbers the event, journals it and casts it to the current actor. When an actor fails, the
+//! supervisor starts a new one from the snapshot and replays the journal past the snapshot, so no
+//! event is lost while the caller stays on the line.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use dashmap::DashMap;
+use ractor::ActorRef;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::call::CallMsg;
+use crate::domain::*;
+use crate::machine::{CallMachine, CallState, Event, Speech, SpeechKind};
+use crate::ports::SpeechSynth;
+
+/// Events kept for replay; past this the actor is hopelessly behind and the call is ended.
+pub const JOURNAL_LIMIT: usize = 4096;
+
+/// What the socket writer sends to Twilio.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outbound {
+    /// mu-law 8 kHz audio of any length; the writer cuts it into frames.
+    Audio(Arc<[u8]>),
+    Mark(String),
+    Clear,
+    /// ConversationRelay `text` token.
+    Text { token: String, last: bool },
+    /// End the call and close the socket.
+    Close { reason: String },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    #[error("call {0} has ended")]
+    Ended(CallSid),
+    #[error("call {0}: {JOURNAL_LIMIT} events are waiting for the call actor; it is not keeping up")]
+    JournalFull(CallSid),
+}
+
+struct Inbox {
+    next_id: u64,
+    journal: VecDeque<(u64, Event)>,
+    actor: Option<ActorRef<CallMsg>>,
+}
+
+/// A job for the call's speaker task.
+struct SpeakJob {
+    clear_generation: u64,
+    speech: Speech,
+}
+
+pub struct CallHandle {
+    pub sid: CallSid,
+    pub transport: Transport,
+    inbox: Mutex<Inbox>,
+    applied: AtomicU64,
+    snapshot: RwLock<Arc<CallMachine>>,
+    outbound: mpsc::Sender<Outbound>,
+    speaker: mpsc::UnboundedSender<SpeakJob>,
+    clear_generation: AtomicU64,
+    /// Held while deciding whether audio is stale and queueing it, so a `clear` can never be
+    /// overtaken by audio it was meant to drop.
+    playback_lock: Mutex<()>,
+    ended: AtomicBool,
+    outbound_stuck: AtomicBool,
+}
+
+impl CallHandle {
+    /// A handle for a new call. Spawns the call's speaker task (speech synthesis in order).
+    pub fn new(
+        machine: CallMachine,
+        sid: CallSid,
+        transport: Transport,
+        outbound: mpsc::Sender<Outbound>,
+        speech: Arc<dyn SpeechSynth>,
+        greeting_audio: Option<Arc<[u8]>>,
+    ) -> Arc<Self> {
+        let (speaker_tx, speaker_rx) = mpsc::unbounded_channel();
+        let handle = Arc::new(CallHandle {
+            sid,
+            transport,
+            inbox: Mutex::new(Inbox { next_id: 0, journal: VecDeque::new(), actor: None }),
+            applied: AtomicU64::new(0),
+            snapshot: RwLock::new(Arc::new(machine)),
+            outbound,
+            speaker: speaker_tx,
+            clear_generation: AtomicU64::new(0),
+            playback_lock: Mutex::new(()),
+            ended: AtomicBool::new(false),
+            outbound_stuck: AtomicBool::new(false),
+        });
+        tokio::spawn(speaker_loop(Arc::downgrade(&handle), speaker_rx, speech, greeting_audio));
+        handle
+    }
+
+    /// Deliver an event to the call: journal it, then cast it to the current actor (if any).
+    pub fn send(&self, event: Event) -> Result<(), SendError> {
+        if self.ended.load(Ordering::Acquire) {
+            return Err(SendError::Ended(self.sid.clone()));
+        }
+        let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        let applied = self.applied.load(Ordering::Acquire);
+        while inbox.journal.front().is_some_and(|(id, _)| *id <= applied) {
+            inbox.journal.pop_front();
+        }
+        if inbox.journal.len() >= JOURNAL_LIMIT {
+            return Err(SendError::JournalFull(self.sid.clone()));
+        }
+        inbox.next_id += 1;
+        let id = inbox.next_id;
+        inbox.journal.push_back((id, event.clone()));
+        if let Some(actor) = &inbox.actor {
+            // A failed cast means the actor just died: the event stays journaled for its successor.
+            let _ = actor.cast(CallMsg::Event { id, event });
+        }
+        Ok(())
+    }
+
+    /// Make `actor` the call's actor and replay every journaled event it has not applied.
+    pub fn attach(&self, actor: ActorRef<CallMsg>) {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        let applied = self.applied.load(Ordering::Acquire);
+        for (id, event) in inbox.journal.iter().filter(|(id, _)| *id > applied) {
+            let _ = actor.cast(CallMsg::Event { id: *id, event: event.clone() });
+        }
+        inbox.actor = Some(actor);
+    }
+
+    /// Forget a failed actor: events are journaled until a new one is attached.
+    pub fn detach(&self) {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        inbox.actor = None;
+    }
+
+    pub fn actor(&self) -> Option<ActorRef<CallMsg>> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner()).actor.clone()
+    }
+
+    /// The latest snapshot: the machine as it was after the last applied event.
+    pub fn snapshot(&self) -> Arc<CallMachine> {
+        self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn store_snapshot(&self, machine: Arc<CallMachine>) {
+        let applied = machine.applied_event_id();
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = machine;
+        self.applied.store(applied, Ordering::Release);
+    }
+
+    /// Events journaled and not yet applied (for tests and operators).
+    pub fn backlog(&self) -> usize {
+        let applied = self.applied.load(Ordering::Acquire);
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner()).journal.iter().filter(|(id, _)| *id > applied).count()
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_ended(&self) {
+        self.ended.store(true, Ordering::Release);
+    }
+
+    /// True once the socket writer stopped taking frames (the client is not reading).
+    pub fn outbound_stuck(&self) -> bool {
+        self.outbound_stuck.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn speak(&self, speech: Speech) {
+        let job = SpeakJob { clear_generation: self.clear_generation.load(Ordering::Acquire), speech };
+        let _ = self.speaker.send(job);
+    }
+
+    /// Drop queued agent audio: stale speaker jobs are skipped and Twilio gets `clear`.
+    pub(crate) fn clear_playback(&self) {
+        self.clear_generation.fetch_add(1, Ordering::AcqRel);
+        let _guard = self.playback_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.push_outbound(Outbound::Clear);
+    }
+
+    /// Queue a frame for the writer without ever waiting: a full queue means the client stopped
+    /// reading, and the call is ended instead of growing memory.
+    pub(crate) fn push_outbound(&self, frame: Outbound) -> bool {
+        match self.outbound.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.outbound_stuck.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(call_sid = %self.sid, "outbound queue full: the client is not reading; ending the call");
+                    let _ = self.send(Event::Fatal { reason: "outbound queue full".into() });
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Renders agent speech in order for one call and queues it for the socket writer.
+async fn speaker_loop(
+    handle: std::sync::Weak<CallHandle>,
+    mut jobs: mpsc::UnboundedReceiver<SpeakJob>,
+    speech: Arc<dyn SpeechSynth>,
+    greeting_audio: Option<Arc<[u8]>>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let Some(h) = handle.upgrade() else { return };
+        if job.clear_generation < h.clear_generation.load(Ordering::Acquire) {
+            continue;
+        }
+        let s = job.speech;
+        match h.transport {
+            Transport::Relay => {
+                if !s.text.is_empty() || s.last {
+                    h.push_outbound(Outbound::Text { token: s.text, last: s.last });
+                }
+            }
+            Transport::MediaStream => {
+                let audio: Option<Arc<[u8]>> = match (&s.kind, &greeting_audio) {
+                    (SpeechKind::Greeting { personalized: None }, Some(audio)) => Some(audio.clone()),
+                    _ => {
+                        drop(h);
+                        let rendered = speech.synthesize(&s.text).await;
+                        match rendered {
+                            Ok(bytes) => Some(Arc::from(bytes)),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "speech synthesis failed; the line is skipped");
+                                None
+                            }
+                        }
+                    }
+                };
+                let Some(h) = handle.upgrade() else { return };
+                let _guard = h.playback_lock.lock().unwrap_or_else(|p| p.into_inner());
+                if job.clear_generation < h.clear_generation.load(Ordering::Acquire) {
+                    continue;
+                }
+                if let Some(audio) = audio {
+                    h.push_outbound(Outbound::Audio(audio));
+                }
+                // The mark goes out even when synthesis failed, so the call never waits forever.
+                h.push_outbound(Outbound::Mark(s.mark));
+            }
+        }
+    }
+}
+
+/// A state change, as published to operators.
+#[derive(Clone, Debug, Serialize)]
+pub struct TransitionNotice {
+    pub call_sid: CallSid,
+    pub from: CallState,
+    pub to: CallState,
+    pub event: String,
+    pub at_ms: Millis,
+    pub restarts: u32,
+}
+
+/// All live calls of this process, by call sid, plus a broadcast of every transition.
+#[derive(Clone)]
+pub struct LiveCalls {
+    calls: Arc<DashMap<CallSid, Arc<CallHandle>>>,
+    transitions: broadcast::Sender<TransitionNotice>,
+}
+
+impl Default for LiveCalls {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LiveCalls {
+    pub fn new() -> Self {
+        let (transitions, _) = broadcast::channel(4096);
+        LiveCalls { calls: Arc::new(DashMap::new()), transitions }
+    }
+
+    pub fn get(&self, sid: &CallSid) -> Option<Arc<CallHandle>> {
+        self.calls.get(sid).map(|h| h.value().clone())
+    }
+
+    pub(crate) fn insert(&self, handle: Arc<CallHandle>) -> bool {
+        use dashmap::mapref::entry::Entry;
+        match self.calls.entry(handle.sid.clone()) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(v) => {
+                v.insert(handle);
+                true
+            }
+        }
+    }
+
+    pub(crate) fn remove(&self, sid: &CallSid) {
+        self.calls.remove(sid);
+    }
+
+    /// Deliver an event to a live call; false when the call is gone.
+    pub fn deliver(&self, sid: &CallSid, event: Event) -> bool {
+        match self.get(sid) {
+            Some(handle) => handle.send(event).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Every live call's handle (operators read their snapshots).
+    pub fn handles(&self) -> Vec<Arc<CallHandle>> {
+        self.calls.iter().map(|e| e.value().clone()).collect()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<TransitionNotice> {
+        self.transitions.subscribe()
+    }
+
+    pub(crate) fn publish(&self, notice: TransitionNotice) {
+        // No subscriber is fine; a lagging one loses old notices, never slows a call.
+        let _ = self.transitions.send(notice);
+    }
+}

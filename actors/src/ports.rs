@@ -1,0 +1,126 @@
+//! Ports: the small traits through which shared actors reach storage and providers. The server
+//! implements them with sqlx and reqwest; `testing` implements them in memory. Nothing here does
+//! I/O itself.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::domain::*;
+
+/// Why a port call failed, in words an operator can act on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct PortError {
+    pub kind: PortErrorKind,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortErrorKind {
+    /// The backend is down or unreachable; retrying later may work.
+    Unavailable,
+    /// The backend did not answer in time.
+    Timeout,
+    /// The request was refused as invalid; retrying will not help.
+    Rejected,
+}
+
+impl std::fmt::Display for PortErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PortErrorKind::Unavailable => "unavailable",
+            PortErrorKind::Timeout => "timed out",
+            PortErrorKind::Rejected => "rejected",
+        })
+    }
+}
+
+impl PortError {
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        PortError { kind: PortErrorKind::Unavailable, message: message.into() }
+    }
+    pub fn timeout(message: impl Into<String>) -> Self {
+        PortError { kind: PortErrorKind::Timeout, message: message.into() }
+    }
+    pub fn rejected(message: impl Into<String>) -> Self {
+        PortError { kind: PortErrorKind::Rejected, message: message.into() }
+    }
+}
+
+/// A customer row as the CRM knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomerRow {
+    pub id: i64,
+    pub name: Option<String>,
+    pub phone_e164: String,
+    pub status: String,
+}
+
+/// Customer lookups for the prefetch. Each method is one query; the Crm actor runs the dependent
+/// ones concurrently under one deadline.
+#[async_trait]
+pub trait CrmStore: Send + Sync + 'static {
+    async fn customer_by_phone(&self, phone_e164: &str) -> Result<Option<CustomerRow>, PortError>;
+    async fn recent_facts(&self, customer_id: i64, limit: u32) -> Result<Vec<String>, PortError>;
+    async fn last_call(&self, customer_id: i64) -> Result<Option<LastCall>, PortError>;
+    async fn pending_tasks(&self, customer_id: i64, limit: u32) -> Result<Vec<TaskSummary>, PortError>;
+    async fn recent_summaries(&self, customer_id: i64, limit: u32) -> Result<Vec<String>, PortError>;
+}
+
+/// One row for the conversation store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PersistRecord {
+    Message { call_sid: CallSid, message: ConversationMessage },
+    Transition { call_sid: CallSid, transition: Transition },
+}
+
+impl PersistRecord {
+    pub fn call_sid(&self) -> &CallSid {
+        match self {
+            PersistRecord::Message { call_sid, .. } | PersistRecord::Transition { call_sid, .. } => call_sid,
+        }
+    }
+}
+
+/// Where conversations and call records are written. Writes must be idempotent on
+/// `(call_sid, seq)`: the persistence actor retries whole batches.
+#[async_trait]
+pub trait ConversationStore: Send + Sync + 'static {
+    async fn write_batch(&self, batch: &[PersistRecord]) -> Result<(), PortError>;
+    async fn write_call_record(&self, record: &CallRecord) -> Result<(), PortError>;
+}
+
+/// Stores a captured name: updates the customer with that phone, or creates a `lead`.
+#[async_trait]
+pub trait NameStore: Send + Sync + 'static {
+    async fn store_name(&self, phone_e164: &str, name: &str) -> Result<i64, PortError>;
+}
+
+/// A streaming chat completion: text pieces until the stream ends. Dropping the stream must
+/// stop the request (that is how barge-in cancels it).
+pub trait LlmClient: Send + Sync + 'static {
+    fn stream(&self, request: LlmRequest) -> BoxStream<'static, Result<String, PortError>>;
+}
+
+/// Text to speech: G.711 mu-law, 8 kHz mono.
+#[async_trait]
+pub trait SpeechSynth: Send + Sync + 'static {
+    async fn synthesize(&self, text: &str) -> Result<Vec<u8>, PortError>;
+}
+
+/// Wall-clock milliseconds for the shell (the machine itself never reads a clock).
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> Millis;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> Millis {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as Millis)
+            .unwrap_or(0)
+    }
+}
