@@ -206,6 +206,9 @@ pub struct ConversationMessage {
     /// The agent was cut off: `text` is only what the caller heard.
     pub interrupted: bool,
     pub at_ms: Millis,
+    /// The agent turn this line belongs to (agent lines only; each turn is stored at most once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<u64>,
 }
 
 /// A chat message in an LLM request (OpenAI roles).

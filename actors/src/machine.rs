@@ -956,7 +956,7 @@ impl CallMachine {
         fx.push(Effect::Speak(Speech { turn, mark: mark.clone(), text: text.clone(), kind: SpeechKind::Line, last: true }));
         self.disarm(TimerKind::Silence);
         if after == AfterTurn::Finalize {
-            self.push_message(now, Role::Agent, text, false, fx);
+            self.push_turn_message(now, Role::Agent, text, false, Some(turn), fx);
             if !relay {
                 self.finishing.waiting_for_mark = Some(mark);
             }
@@ -1063,15 +1063,19 @@ impl CallMachine {
         self.finish_turn(now, agent, heard, interrupted, fx);
     }
 
-    fn finish_turn(&mut self, now: Millis, _agent: AgentTurn, heard: String, interrupted: bool, fx: &mut Vec<Effect>) {
+    fn finish_turn(&mut self, now: Millis, agent: AgentTurn, heard: String, interrupted: bool, fx: &mut Vec<Effect>) {
         if heard.trim().is_empty() {
             return;
         }
-        self.push_message(now, Role::Agent, heard, interrupted, fx);
+        self.push_turn_message(now, Role::Agent, heard, interrupted, Some(agent.turn), fx);
     }
 
     fn push_message(&mut self, now: Millis, role: Role, text: String, interrupted: bool, fx: &mut Vec<Effect>) {
-        let msg = ConversationMessage { seq: self.next_message_seq, role, text, interrupted, at_ms: now };
+        self.push_turn_message(now, role, text, interrupted, None, fx);
+    }
+
+    fn push_turn_message(&mut self, now: Millis, role: Role, text: String, interrupted: bool, turn: Option<u64>, fx: &mut Vec<Effect>) {
+        let msg = ConversationMessage { seq: self.next_message_seq, role, text, interrupted, at_ms: now, turn };
         self.next_message_seq += 1;
         self.conversation.push(msg.clone());
         fx.push(Effect::PersistMessage(msg));
