@@ -11,7 +11,7 @@ use crate::handle::{CallHandle, TransitionNotice};
 use crate::machine::{CallMachine, CallState, Effect, Event};
 use crate::ports::PersistRecord;
 use crate::runtime::Services;
-use crate::{crm::CrmMsg, llm::LlmMsg, names::NamesMsg, persistence::PersistenceMsg};
+use crate::{crm::CrmMsg, llm::LlmMsg, names::NamesMsg};
 
 pub enum CallMsg {
     /// An event from the journal; `id` orders it and lets a restarted actor skip what it applied.
@@ -41,15 +41,28 @@ impl Actor for CallActor {
     type State = CallActorState;
     type Arguments = CallArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<CallMsg>, args: CallArgs) -> Result<CallActorState, ActorProcessingErr> {
-        let state = CallActorState { machine: args.machine, handle: args.handle, services: args.services };
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<CallMsg>,
+        args: CallArgs,
+    ) -> Result<CallActorState, ActorProcessingErr> {
+        let state = CallActorState {
+            machine: args.machine,
+            handle: args.handle,
+            services: args.services,
+        };
         if args.restored {
             resume(&state);
         }
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<CallMsg>, msg: CallMsg, st: &mut CallActorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<CallMsg>,
+        msg: CallMsg,
+        st: &mut CallActorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             CallMsg::Crash { reason } => {
                 tracing::warn!(call_sid = %st.handle.sid, %reason, "chaos: call actor failing on purpose");
@@ -88,16 +101,16 @@ fn resume(st: &CallActorState) {
     }
     let sid = &st.handle.sid;
     for message in st.machine.conversation() {
-        let _ = st.services.persistence.cast(PersistenceMsg::Append(PersistRecord::Message {
+        st.services.persistence.append(PersistRecord::Message {
             call_sid: sid.clone(),
             message: message.clone(),
-        }));
+        });
     }
     for transition in st.machine.transitions() {
-        let _ = st.services.persistence.cast(PersistenceMsg::Append(PersistRecord::Transition {
+        st.services.persistence.append(PersistRecord::Transition {
             call_sid: sid.clone(),
             transition: transition.clone(),
-        }));
+        });
     }
 }
 
@@ -118,16 +131,30 @@ fn execute(st: &CallActorState, effect: Effect) {
         Effect::Speak(speech) => st.handle.speak(speech),
         Effect::ClearPlayback => st.handle.clear_playback(),
         Effect::FetchContext { phone } => {
-            let _ = s.crm.cast(CrmMsg::Prefetch { call_sid: sid.clone(), phone });
+            let _ = s.crm.cast(CrmMsg::Prefetch {
+                call_sid: sid.clone(),
+                phone,
+            });
         }
         Effect::StartLlm { turn, request } => {
-            let _ = s.llm.cast(LlmMsg::Start { call_sid: sid.clone(), turn, request });
+            let _ = s.llm.cast(LlmMsg::Start {
+                call_sid: sid.clone(),
+                turn,
+                request,
+            });
         }
         Effect::CancelLlm { turn } => {
-            let _ = s.llm.cast(LlmMsg::Cancel { call_sid: sid.clone(), turn });
+            let _ = s.llm.cast(LlmMsg::Cancel {
+                call_sid: sid.clone(),
+                turn,
+            });
         }
         Effect::ExtractName { attempt, utterance } => {
-            let _ = s.names.cast(NamesMsg::Extract { call_sid: sid.clone(), attempt, utterance });
+            let _ = s.names.cast(NamesMsg::Extract {
+                call_sid: sid.clone(),
+                attempt,
+                utterance,
+            });
         }
         Effect::StoreName { name, phone } => {
             if let Some(phone) = phone {
@@ -135,7 +162,10 @@ fn execute(st: &CallActorState, effect: Effect) {
             }
         }
         Effect::PersistMessage(message) => {
-            let _ = s.persistence.cast(PersistenceMsg::Append(PersistRecord::Message { call_sid: sid.clone(), message }));
+            s.persistence.append(PersistRecord::Message {
+                call_sid: sid.clone(),
+                message,
+            });
         }
         Effect::RecordTransition(transition) => {
             tracing::info!(call_sid = %sid, from = transition.from.as_str(), to = transition.to.as_str(), event = %transition.event, "call state changed");
@@ -147,19 +177,32 @@ fn execute(st: &CallActorState, effect: Effect) {
                 at_ms: transition.at_ms,
                 restarts: st.machine.restarts(),
             });
-            let _ = s.persistence.cast(PersistenceMsg::Append(PersistRecord::Transition { call_sid: sid.clone(), transition }));
+            s.persistence.append(PersistRecord::Transition {
+                call_sid: sid.clone(),
+                transition,
+            });
         }
-        Effect::StartTimer { kind, generation, after_ms } => arm(st, kind, generation, after_ms),
+        Effect::StartTimer {
+            kind,
+            generation,
+            after_ms,
+        } => arm(st, kind, generation, after_ms),
         Effect::Finalize(mut record) => {
             if record.call_sid.0.is_empty() {
                 record.call_sid = sid.clone();
             }
-            let _ = s.persistence.cast(PersistenceMsg::FinalizeCall(record));
+            s.persistence.finalize(record);
         }
         Effect::CloseStream => {
-            st.handle.push_outbound(crate::handle::Outbound::Close { reason: "call ended".into() });
+            st.handle.push_outbound(crate::handle::Outbound::Close {
+                reason: "call ended".into(),
+            });
         }
-        Effect::Ignored { event, state, reason } => {
+        Effect::Ignored {
+            event,
+            state,
+            reason,
+        } => {
             tracing::debug!(call_sid = %sid, event, state = state.as_str(), reason, "event ignored");
         }
     }

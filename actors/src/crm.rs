@@ -51,11 +51,20 @@ impl Actor for CrmActor {
     type State = CrmArgs;
     type Arguments = CrmArgs;
 
-    async fn pre_start(&self, _me: ActorRef<CrmMsg>, args: CrmArgs) -> Result<CrmArgs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<CrmMsg>,
+        args: CrmArgs,
+    ) -> Result<CrmArgs, ActorProcessingErr> {
         Ok(args)
     }
 
-    async fn handle(&self, _me: ActorRef<CrmMsg>, msg: CrmMsg, st: &mut CrmArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<CrmMsg>,
+        msg: CrmMsg,
+        st: &mut CrmArgs,
+    ) -> Result<(), ActorProcessingErr> {
         let CrmMsg::Prefetch { call_sid, phone } = msg;
         st.stats.lookups.fetch_add(1, Ordering::Relaxed);
         let in_flight = st.in_flight.load(Ordering::Acquire);
@@ -89,7 +98,11 @@ pub async fn prefetch(store: &dyn CrmStore, phone: &str, timeout: Duration) -> E
     let deadline = Instant::now() + timeout;
     let customer = match timeout_at(deadline, store.customer_by_phone(phone)).await {
         Err(_) => return Event::ContextTimedOut,
-        Ok(Err(e)) => return Event::ContextFailed { reason: e.to_string() },
+        Ok(Err(e)) => {
+            return Event::ContextFailed {
+                reason: e.to_string(),
+            };
+        }
         Ok(Ok(None)) => return Event::ContextArrived(ContextResult::NotFound),
         Ok(Ok(Some(c))) => c,
     };
@@ -120,7 +133,11 @@ pub async fn prefetch(store: &dyn CrmStore, phone: &str, timeout: Duration) -> E
 }
 
 /// Keep a dependent query's result, or note why it is missing.
-fn keep<T>(missing: &mut Vec<String>, name: &str, r: Result<Result<T, PortError>, tokio::time::error::Elapsed>) -> Option<T> {
+fn keep<T>(
+    missing: &mut Vec<String>,
+    name: &str,
+    r: Result<Result<T, PortError>, tokio::time::error::Elapsed>,
+) -> Option<T> {
     match r {
         Ok(Ok(v)) => Some(v),
         Ok(Err(e)) => {

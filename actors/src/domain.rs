@@ -136,7 +136,9 @@ pub enum ContextStatus {
     /// The caller id is not a phone number: nothing to look up.
     NotApplicable,
     Pending,
-    Found { partial: bool },
+    Found {
+        partial: bool,
+    },
     NotFound,
     TimedOut,
     Failed(String),

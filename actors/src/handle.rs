@@ -32,16 +32,23 @@ pub enum Outbound {
     Mark(String),
     Clear,
     /// ConversationRelay `text` token.
-    Text { token: String, last: bool },
+    Text {
+        token: String,
+        last: bool,
+    },
     /// End the call and close the socket.
-    Close { reason: String },
+    Close {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SendError {
     #[error("call {0} has ended")]
     Ended(CallSid),
-    #[error("call {0}: {JOURNAL_LIMIT} events are waiting for the call actor; it is not keeping up")]
+    #[error(
+        "call {0}: {JOURNAL_LIMIT} events are waiting for the call actor; it is not keeping up"
+    )]
     JournalFull(CallSid),
 }
 
@@ -87,7 +94,11 @@ impl CallHandle {
         let handle = Arc::new(CallHandle {
             sid,
             transport,
-            inbox: Mutex::new(Inbox { next_id: 0, journal: VecDeque::new(), actor: None }),
+            inbox: Mutex::new(Inbox {
+                next_id: 0,
+                journal: VecDeque::new(),
+                actor: None,
+            }),
             applied: AtomicU64::new(0),
             snapshot: RwLock::new(Arc::new(machine)),
             outbound,
@@ -97,7 +108,12 @@ impl CallHandle {
             ended: AtomicBool::new(false),
             outbound_stuck: AtomicBool::new(false),
         });
-        tokio::spawn(speaker_loop(Arc::downgrade(&handle), speaker_rx, speech, greeting_audio));
+        tokio::spawn(speaker_loop(
+            Arc::downgrade(&handle),
+            speaker_rx,
+            speech,
+            greeting_audio,
+        ));
         handle
     }
 
@@ -129,7 +145,10 @@ impl CallHandle {
         let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
         let applied = self.applied.load(Ordering::Acquire);
         for (id, event) in inbox.journal.iter().filter(|(id, _)| *id > applied) {
-            let _ = actor.cast(CallMsg::Event { id: *id, event: event.clone() });
+            let _ = actor.cast(CallMsg::Event {
+                id: *id,
+                event: event.clone(),
+            });
         }
         inbox.actor = Some(actor);
     }
@@ -141,12 +160,19 @@ impl CallHandle {
     }
 
     pub fn actor(&self) -> Option<ActorRef<CallMsg>> {
-        self.inbox.lock().unwrap_or_else(|p| p.into_inner()).actor.clone()
+        self.inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .actor
+            .clone()
     }
 
     /// The latest snapshot: the machine as it was after the last applied event.
     pub fn snapshot(&self) -> Arc<CallMachine> {
-        self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn store_snapshot(&self, machine: Arc<CallMachine>) {
@@ -158,7 +184,13 @@ impl CallHandle {
     /// Events journaled and not yet applied (for tests and operators).
     pub fn backlog(&self) -> usize {
         let applied = self.applied.load(Ordering::Acquire);
-        self.inbox.lock().unwrap_or_else(|p| p.into_inner()).journal.iter().filter(|(id, _)| *id > applied).count()
+        self.inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .journal
+            .iter()
+            .filter(|(id, _)| *id > applied)
+            .count()
     }
 
     pub fn is_ended(&self) -> bool {
@@ -175,7 +207,10 @@ impl CallHandle {
     }
 
     pub(crate) fn speak(&self, speech: Speech) {
-        let job = SpeakJob { clear_generation: self.clear_generation.load(Ordering::Acquire), speech };
+        let job = SpeakJob {
+            clear_generation: self.clear_generation.load(Ordering::Acquire),
+            speech,
+        };
         let _ = self.speaker.send(job);
     }
 
@@ -194,7 +229,9 @@ impl CallHandle {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if !self.outbound_stuck.swap(true, Ordering::AcqRel) {
                     tracing::warn!(call_sid = %self.sid, "outbound queue full: the client is not reading; ending the call");
-                    let _ = self.send(Event::Fatal { reason: "outbound queue full".into() });
+                    let _ = self.send(Event::Fatal {
+                        reason: "outbound queue full".into(),
+                    });
                 }
                 false
             }
@@ -219,12 +256,17 @@ async fn speaker_loop(
         match h.transport {
             Transport::Relay => {
                 if !s.text.is_empty() || s.last {
-                    h.push_outbound(Outbound::Text { token: s.text, last: s.last });
+                    h.push_outbound(Outbound::Text {
+                        token: s.text,
+                        last: s.last,
+                    });
                 }
             }
             Transport::MediaStream => {
                 let audio: Option<Arc<[u8]>> = match (&s.kind, &greeting_audio) {
-                    (SpeechKind::Greeting { personalized: None }, Some(audio)) => Some(audio.clone()),
+                    (SpeechKind::Greeting { personalized: None }, Some(audio)) => {
+                        Some(audio.clone())
+                    }
                     _ => {
                         drop(h);
                         let rendered = speech.synthesize(&s.text).await;
@@ -279,7 +321,10 @@ impl Default for LiveCalls {
 impl LiveCalls {
     pub fn new() -> Self {
         let (transitions, _) = broadcast::channel(4096);
-        LiveCalls { calls: Arc::new(DashMap::new()), transitions }
+        LiveCalls {
+            calls: Arc::new(DashMap::new()),
+            transitions,
+        }
     }
 
     pub fn get(&self, sid: &CallSid) -> Option<Arc<CallHandle>> {

@@ -15,17 +15,17 @@
 //! **Architecture Invariant:** this crate does no direct I/O: no sockets, files or databases (it
 //! does not depend on sqlx or reqwest). Everything slow is behind a port and answers with a message.
 
-pub mod domain;
-pub mod machine;
-pub mod ports;
-pub mod handle;
 pub mod call;
-pub mod supervisor;
 pub mod crm;
+pub mod domain;
+pub mod handle;
 pub mod llm;
-pub mod persistence;
+pub mod machine;
 pub mod names;
+pub mod persistence;
+pub mod ports;
 pub mod runtime;
+pub mod supervisor;
 pub mod testing;
 
 pub use domain::*;

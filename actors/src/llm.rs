@@ -16,8 +16,15 @@ use crate::machine::Event;
 use crate::ports::LlmClient;
 
 pub enum LlmMsg {
-    Start { call_sid: CallSid, turn: u64, request: LlmRequest },
-    Cancel { call_sid: CallSid, turn: u64 },
+    Start {
+        call_sid: CallSid,
+        turn: u64,
+        request: LlmRequest,
+    },
+    Cancel {
+        call_sid: CallSid,
+        turn: u64,
+    },
 }
 
 #[derive(Default, Debug)]
@@ -45,17 +52,31 @@ impl Actor for LlmActor {
     type State = LlmArgs;
     type Arguments = LlmArgs;
 
-    async fn pre_start(&self, _me: ActorRef<LlmMsg>, args: LlmArgs) -> Result<LlmArgs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<LlmMsg>,
+        args: LlmArgs,
+    ) -> Result<LlmArgs, ActorProcessingErr> {
         Ok(args)
     }
 
-    async fn handle(&self, _me: ActorRef<LlmMsg>, msg: LlmMsg, st: &mut LlmArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<LlmMsg>,
+        msg: LlmMsg,
+        st: &mut LlmArgs,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            LlmMsg::Start { call_sid, turn, request } => {
+            LlmMsg::Start {
+                call_sid,
+                turn,
+                request,
+            } => {
                 if st.streams.len() >= st.max_streams {
                     st.stats.shed.fetch_add(1, Ordering::Relaxed);
                     let reason = format!("LLM overloaded: {} streams open", st.streams.len());
-                    st.calls.deliver(&call_sid, Event::LlmFailed { turn, reason });
+                    st.calls
+                        .deliver(&call_sid, Event::LlmFailed { turn, reason });
                     return Ok(());
                 }
                 st.stats.started.fetch_add(1, Ordering::Relaxed);
@@ -72,13 +93,19 @@ impl Actor for LlmActor {
                         match piece {
                             Ok(text) if text.is_empty() => {}
                             Ok(text) => {
-                                if !args.calls.deliver(&call_sid, Event::LlmToken { turn, text }) {
+                                if !args
+                                    .calls
+                                    .deliver(&call_sid, Event::LlmToken { turn, text })
+                                {
                                     break; // the call is gone: stop paying for tokens
                                 }
                             }
                             Err(e) => {
                                 args.stats.failed.fetch_add(1, Ordering::Relaxed);
-                                outcome = Event::LlmFailed { turn, reason: e.to_string() };
+                                outcome = Event::LlmFailed {
+                                    turn,
+                                    reason: e.to_string(),
+                                };
                                 break;
                             }
                         }

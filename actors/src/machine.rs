@@ -61,7 +61,10 @@ impl CallState {
     fn is_live(self) -> bool {
         matches!(
             self,
-            CallState::Greeting | CallState::AwaitingName | CallState::Enriched | CallState::Conversing
+            CallState::Greeting
+                | CallState::AwaitingName
+                | CallState::Enriched
+                | CallState::Conversing
         )
     }
 }
@@ -102,26 +105,55 @@ pub enum Event {
     GreetingPlayed,
     /// The CRM prefetch answered (found, possibly partial, or not found).
     ContextArrived(ContextResult),
-    ContextFailed { reason: String },
+    ContextFailed {
+        reason: String,
+    },
     ContextTimedOut,
     /// Voice activity detected on the inbound audio (before any transcript).
     CallerStartedSpeaking,
-    CallerUtterance { text: String, is_final: bool },
+    CallerUtterance {
+        text: String,
+        is_final: bool,
+    },
     /// ConversationRelay: the caller interrupted; `heard` is what they heard of the agent's turn.
-    AgentInterrupted { heard: Option<String> },
-    LlmToken { turn: u64, text: String },
-    LlmDone { turn: u64 },
-    LlmFailed { turn: u64, reason: String },
-    NameCaptured { attempt: u32, name: String },
-    NameNotFound { attempt: u32 },
-    Dtmf { digit: String },
+    AgentInterrupted {
+        heard: Option<String>,
+    },
+    LlmToken {
+        turn: u64,
+        text: String,
+    },
+    LlmDone {
+        turn: u64,
+    },
+    LlmFailed {
+        turn: u64,
+        reason: String,
+    },
+    NameCaptured {
+        attempt: u32,
+        name: String,
+    },
+    NameNotFound {
+        attempt: u32,
+    },
+    Dtmf {
+        digit: String,
+    },
     /// Twilio echoed a mark we sent: everything queued before it has played.
-    MarkEchoed { name: String },
+    MarkEchoed {
+        name: String,
+    },
     OperatorHangup,
     StreamStopped,
     /// The call cannot go on (restart budget exhausted, outbound queue stuck...).
-    Fatal { reason: String },
-    TimerFired { kind: TimerKind, generation: u64 },
+    Fatal {
+        reason: String,
+    },
+    TimerFired {
+        kind: TimerKind,
+        generation: u64,
+    },
     /// Persistence confirmed the call record and transcript are written.
     Persisted,
 }
@@ -138,7 +170,9 @@ impl Event {
             Event::ContextTimedOut => "context_timed_out",
             Event::CallerStartedSpeaking => "caller_started_speaking",
             Event::CallerUtterance { is_final: true, .. } => "caller_utterance",
-            Event::CallerUtterance { is_final: false, .. } => "caller_partial_utterance",
+            Event::CallerUtterance {
+                is_final: false, ..
+            } => "caller_partial_utterance",
             Event::AgentInterrupted { .. } => "agent_interrupted",
             Event::LlmToken { .. } => "llm_token",
             Event::LlmDone { .. } => "llm_done",
@@ -150,12 +184,30 @@ impl Event {
             Event::OperatorHangup => "operator_hangup",
             Event::StreamStopped => "stream_stopped",
             Event::Fatal { .. } => "fatal",
-            Event::TimerFired { kind: TimerKind::GreetingWait, .. } => "greeting_wait_elapsed",
-            Event::TimerFired { kind: TimerKind::Silence, .. } => "silence_timeout",
-            Event::TimerFired { kind: TimerKind::FinalizeDeadline, .. } => "finalize_deadline",
-            Event::TimerFired { kind: TimerKind::ContextDeadline, .. } => "context_deadline",
-            Event::TimerFired { kind: TimerKind::LlmDeadline, .. } => "llm_deadline",
-            Event::TimerFired { kind: TimerKind::NameDeadline, .. } => "name_deadline",
+            Event::TimerFired {
+                kind: TimerKind::GreetingWait,
+                ..
+            } => "greeting_wait_elapsed",
+            Event::TimerFired {
+                kind: TimerKind::Silence,
+                ..
+            } => "silence_timeout",
+            Event::TimerFired {
+                kind: TimerKind::FinalizeDeadline,
+                ..
+            } => "finalize_deadline",
+            Event::TimerFired {
+                kind: TimerKind::ContextDeadline,
+                ..
+            } => "context_deadline",
+            Event::TimerFired {
+                kind: TimerKind::LlmDeadline,
+                ..
+            } => "llm_deadline",
+            Event::TimerFired {
+                kind: TimerKind::NameDeadline,
+                ..
+            } => "name_deadline",
             Event::Persisted => "persisted",
         }
     }
@@ -190,20 +242,41 @@ pub enum Effect {
     Speak(Speech),
     /// Drop all queued agent audio (Media Streams `clear`).
     ClearPlayback,
-    FetchContext { phone: String },
-    StartLlm { turn: u64, request: LlmRequest },
-    CancelLlm { turn: u64 },
-    ExtractName { attempt: u32, utterance: String },
-    StoreName { name: String, phone: Option<String> },
+    FetchContext {
+        phone: String,
+    },
+    StartLlm {
+        turn: u64,
+        request: LlmRequest,
+    },
+    CancelLlm {
+        turn: u64,
+    },
+    ExtractName {
+        attempt: u32,
+        utterance: String,
+    },
+    StoreName {
+        name: String,
+        phone: Option<String>,
+    },
     PersistMessage(ConversationMessage),
     RecordTransition(Transition),
-    StartTimer { kind: TimerKind, generation: u64, after_ms: u64 },
+    StartTimer {
+        kind: TimerKind,
+        generation: u64,
+        after_ms: u64,
+    },
     /// Write the call record (and summary); answer with [`Event::Persisted`].
     Finalize(Box<CallRecord>),
     /// The call is over: close the transport (relay `end`, media socket close).
     CloseStream,
     /// The event made no sense in this state; it was recorded and ignored.
-    Ignored { event: &'static str, state: CallState, reason: &'static str },
+    Ignored {
+        event: &'static str,
+        state: CallState,
+        reason: &'static str,
+    },
 }
 
 /// Lines and limits of the agent. Defaults are English; deployments override them.
@@ -300,7 +373,12 @@ impl AgentTurn {
     }
 
     fn heard_text(&self) -> String {
-        join_segments(self.segments.iter().filter(|s| s.echoed).map(|s| s.text.as_str()))
+        join_segments(
+            self.segments
+                .iter()
+                .filter(|s| s.echoed)
+                .map(|s| s.text.as_str()),
+        )
     }
 
     fn fully_played(&self) -> bool {
@@ -339,18 +417,20 @@ pub struct CallMachine {
     state: CallState,
     entered_at_ms: Millis,
     started_at_ms: Millis,
-    start: Option<Box<CallStart>>,
+    start: Option<Arc<CallStart>>,
     context: ContextStatus,
-    customer: Option<Box<CustomerContext>>,
+    customer: Option<Arc<CustomerContext>>,
     name: Option<String>,
     name_source: Option<NameSource>,
     name_attempts: u32,
     last_name_utterance: Option<String>,
     asked_name: bool,
     greeting_started: bool,
-    conversation: Vec<ConversationMessage>,
+    /// Shared with snapshots: cloning the machine is O(1); appending copies only when a snapshot
+    /// still holds the old list.
+    conversation: Arc<Vec<ConversationMessage>>,
     next_message_seq: u64,
-    transitions: Vec<Transition>,
+    transitions: Arc<Vec<Transition>>,
     next_transition_seq: u64,
     next_turn: u64,
     next_mark: u64,
@@ -381,9 +461,9 @@ impl CallMachine {
             last_name_utterance: None,
             asked_name: false,
             greeting_started: false,
-            conversation: Vec::new(),
+            conversation: Arc::new(Vec::new()),
             next_message_seq: 0,
-            transitions: Vec::new(),
+            transitions: Arc::new(Vec::new()),
             next_transition_seq: 0,
             next_turn: 0,
             next_mark: 0,
@@ -485,9 +565,10 @@ impl CallMachine {
             Event::LlmToken { turn, text } => self.on_llm_token(turn, name, text, &mut fx),
             Event::LlmDone { turn } => self.on_llm_done(now, turn, name, &mut fx),
             Event::LlmFailed { turn, reason: _ } => self.on_llm_failed(now, turn, name, &mut fx),
-            Event::NameCaptured { attempt: _, name: captured } => {
-                self.on_name_captured(now, name, captured, &mut fx)
-            }
+            Event::NameCaptured {
+                attempt: _,
+                name: captured,
+            } => self.on_name_captured(now, name, captured, &mut fx),
             Event::NameNotFound { attempt: _ } => self.on_name_not_found(now, name, &mut fx),
             Event::Dtmf { digit } => self.on_dtmf(now, name, digit, &mut fx),
             Event::MarkEchoed { name: mark } => self.on_mark(now, name, &mark, &mut fx),
@@ -512,7 +593,7 @@ impl CallMachine {
         let phone = start.caller.e164.clone();
         let parameter_name = start.parameter_name().map(str::to_owned);
         let relay = start.transport == Transport::Relay;
-        self.start = Some(start);
+        self.start = Some(Arc::from(start));
         self.transition(now, CallState::Greeting, "call_started", fx);
         match phone {
             Some(phone) => {
@@ -538,7 +619,13 @@ impl CallMachine {
         }
     }
 
-    fn on_context(&mut self, now: Millis, name: &'static str, result: ContextResult, fx: &mut Vec<Effect>) {
+    fn on_context(
+        &mut self,
+        now: Millis,
+        name: &'static str,
+        result: ContextResult,
+        fx: &mut Vec<Effect>,
+    ) {
         if self.state == CallState::Ended {
             return self.ignore(name, "the call has ended", fx);
         }
@@ -548,9 +635,11 @@ impl CallMachine {
         self.disarm(TimerKind::ContextDeadline);
         match result {
             ContextResult::Found(customer) => {
-                self.context = ContextStatus::Found { partial: customer.partial };
+                self.context = ContextStatus::Found {
+                    partial: customer.partial,
+                };
                 let crm_name = customer.name.clone().filter(|n| !n.trim().is_empty());
-                self.customer = Some(customer);
+                self.customer = Some(Arc::from(customer));
                 if self.name.is_none()
                     && let Some(n) = crm_name
                 {
@@ -578,7 +667,13 @@ impl CallMachine {
         }
     }
 
-    fn on_context_unavailable(&mut self, _now: Millis, name: &'static str, status: ContextStatus, fx: &mut Vec<Effect>) {
+    fn on_context_unavailable(
+        &mut self,
+        _now: Millis,
+        name: &'static str,
+        status: ContextStatus,
+        fx: &mut Vec<Effect>,
+    ) {
         if matches!(self.state, CallState::Connected | CallState::Ended) {
             return self.ignore(name, "no context is pending", fx);
         }
@@ -602,7 +697,14 @@ impl CallMachine {
         }
     }
 
-    fn on_utterance(&mut self, now: Millis, name: &'static str, text: String, is_final: bool, fx: &mut Vec<Effect>) {
+    fn on_utterance(
+        &mut self,
+        now: Millis,
+        name: &'static str,
+        text: String,
+        is_final: bool,
+        fx: &mut Vec<Effect>,
+    ) {
         if !self.state.is_live() {
             return self.ignore(name, "the caller is not being talked to", fx);
         }
@@ -632,12 +734,21 @@ impl CallMachine {
         }
     }
 
-    fn after_greeting_utterance(&mut self, now: Millis, name: &'static str, text: String, fx: &mut Vec<Effect>) {
+    fn after_greeting_utterance(
+        &mut self,
+        now: Millis,
+        name: &'static str,
+        text: String,
+        fx: &mut Vec<Effect>,
+    ) {
         match self.state {
             CallState::AwaitingName => {
                 self.name_attempts += 1;
                 self.last_name_utterance = Some(text.clone());
-                fx.push(Effect::ExtractName { attempt: self.name_attempts, utterance: text });
+                fx.push(Effect::ExtractName {
+                    attempt: self.name_attempts,
+                    utterance: text,
+                });
                 let after = self.config.name_deadline_ms;
                 self.arm_timer(now, TimerKind::NameDeadline, after, fx);
             }
@@ -650,7 +761,13 @@ impl CallMachine {
         }
     }
 
-    fn on_relay_interrupt(&mut self, now: Millis, name: &'static str, heard: Option<String>, fx: &mut Vec<Effect>) {
+    fn on_relay_interrupt(
+        &mut self,
+        now: Millis,
+        name: &'static str,
+        heard: Option<String>,
+        fx: &mut Vec<Effect>,
+    ) {
         let Some(mut agent) = self.agent.take() else {
             return self.ignore(name, "the agent was not speaking", fx);
         };
@@ -661,7 +778,9 @@ impl CallMachine {
         }
         let was_greeting = agent.after == AfterTurn::GreetingPlayed;
         let full = agent.full_text();
-        let heard = heard.map(|h| h.trim().to_owned()).unwrap_or_else(|| full.clone());
+        let heard = heard
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|| full.clone());
         let interrupted = heard != full;
         self.finish_turn(now, agent, heard, interrupted, fx);
         if was_greeting {
@@ -671,13 +790,27 @@ impl CallMachine {
 
     fn on_llm_token(&mut self, turn: u64, name: &'static str, text: String, fx: &mut Vec<Effect>) {
         let relay = self.is_relay();
-        let Some(agent) = self.agent.as_mut().filter(|a| a.turn == turn && a.generating) else {
+        let Some(agent) = self
+            .agent
+            .as_mut()
+            .filter(|a| a.turn == turn && a.generating)
+        else {
             return self.ignore(name, "no such LLM turn is streaming", fx);
         };
         if relay {
             let mark = String::new();
-            agent.segments.push(Segment { mark: mark.clone(), text: text.clone(), echoed: true });
-            fx.push(Effect::Speak(Speech { turn, mark, text, kind: SpeechKind::Reply, last: false }));
+            agent.segments.push(Segment {
+                mark: mark.clone(),
+                text: text.clone(),
+                echoed: true,
+            });
+            fx.push(Effect::Speak(Speech {
+                turn,
+                mark,
+                text,
+                kind: SpeechKind::Reply,
+                last: false,
+            }));
             return;
         }
         agent.pending.push_str(&text);
@@ -689,13 +822,23 @@ impl CallMachine {
 
     fn on_llm_done(&mut self, now: Millis, turn: u64, name: &'static str, fx: &mut Vec<Effect>) {
         let relay = self.is_relay();
-        let Some(agent) = self.agent.as_mut().filter(|a| a.turn == turn && a.generating) else {
+        let Some(agent) = self
+            .agent
+            .as_mut()
+            .filter(|a| a.turn == turn && a.generating)
+        else {
             return self.ignore(name, "no such LLM turn is streaming", fx);
         };
         agent.generating = false;
         self.armed.retain(|t| t.kind != TimerKind::LlmDeadline);
         if relay {
-            fx.push(Effect::Speak(Speech { turn, mark: String::new(), text: String::new(), kind: SpeechKind::Reply, last: true }));
+            fx.push(Effect::Speak(Speech {
+                turn,
+                mark: String::new(),
+                text: String::new(),
+                kind: SpeechKind::Reply,
+                last: true,
+            }));
         } else {
             let rest = split_speakable(&mut agent.pending, true);
             let count = rest.len();
@@ -707,7 +850,11 @@ impl CallMachine {
     }
 
     fn on_llm_failed(&mut self, now: Millis, turn: u64, name: &'static str, fx: &mut Vec<Effect>) {
-        let Some(agent) = self.agent.as_mut().filter(|a| a.turn == turn && a.generating) else {
+        let Some(agent) = self
+            .agent
+            .as_mut()
+            .filter(|a| a.turn == turn && a.generating)
+        else {
             return self.ignore(name, "no such LLM turn is streaming", fx);
         };
         agent.generating = false;
@@ -723,14 +870,23 @@ impl CallMachine {
         }
     }
 
-    fn on_name_captured(&mut self, now: Millis, name: &'static str, captured: String, fx: &mut Vec<Effect>) {
+    fn on_name_captured(
+        &mut self,
+        now: Millis,
+        name: &'static str,
+        captured: String,
+        fx: &mut Vec<Effect>,
+    ) {
         if self.state != CallState::AwaitingName {
             return self.ignore(name, "no name was being asked for", fx);
         }
         self.disarm(TimerKind::NameDeadline);
         self.name = Some(captured.clone());
         self.name_source = Some(NameSource::Captured);
-        fx.push(Effect::StoreName { name: captured, phone: self.phone().map(str::to_owned) });
+        fx.push(Effect::StoreName {
+            name: captured,
+            phone: self.phone().map(str::to_owned),
+        });
         self.transition(now, CallState::Conversing, name, fx);
         let line = self.fill(&self.config.nice_to_meet_you);
         self.say(now, line, AfterTurn::AwaitCaller, fx);
@@ -759,11 +915,21 @@ impl CallMachine {
         if !self.state.is_live() {
             return self.ignore(name, "the caller is not being talked to", fx);
         }
-        let digit: String = digit.chars().filter(|c| c.is_ascii_digit() || *c == '*' || *c == '#').take(1).collect();
+        let digit: String = digit
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == '*' || *c == '#')
+            .take(1)
+            .collect();
         if digit.is_empty() {
             return self.ignore(name, "not a DTMF digit", fx);
         }
-        self.push_message(now, Role::System, format!("caller pressed {digit}"), false, fx);
+        self.push_message(
+            now,
+            Role::System,
+            format!("caller pressed {digit}"),
+            false,
+            fx,
+        );
     }
 
     fn on_mark(&mut self, now: Millis, name: &'static str, mark: &str, fx: &mut Vec<Effect>) {
@@ -774,7 +940,11 @@ impl CallMachine {
         let Some(agent) = self.agent.as_mut() else {
             return self.ignore(name, "no agent speech is playing", fx);
         };
-        let Some(seg) = agent.segments.iter_mut().find(|s| s.mark == mark && !s.echoed) else {
+        let Some(seg) = agent
+            .segments
+            .iter_mut()
+            .find(|s| s.mark == mark && !s.echoed)
+        else {
             return self.ignore(name, "a mark nobody is waiting for", fx);
         };
         seg.echoed = true;
@@ -793,8 +963,18 @@ impl CallMachine {
         self.begin_finalizing(now, name, "technical failure", fx);
     }
 
-    fn on_timer(&mut self, now: Millis, name: &'static str, kind: TimerKind, generation: u64, fx: &mut Vec<Effect>) {
-        let armed = self.armed.iter().position(|t| t.kind == kind && t.generation == generation);
+    fn on_timer(
+        &mut self,
+        now: Millis,
+        name: &'static str,
+        kind: TimerKind,
+        generation: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        let armed = self
+            .armed
+            .iter()
+            .position(|t| t.kind == kind && t.generation == generation);
         let Some(idx) = armed else {
             return self.ignore(name, "stale timer", fx);
         };
@@ -851,23 +1031,35 @@ impl CallMachine {
 
     fn ignore(&mut self, event: &'static str, reason: &'static str, fx: &mut Vec<Effect>) {
         self.ignored_events += 1;
-        fx.push(Effect::Ignored { event, state: self.state, reason });
+        fx.push(Effect::Ignored {
+            event,
+            state: self.state,
+            reason,
+        });
     }
 
     fn transition(&mut self, now: Millis, to: CallState, event: &str, fx: &mut Vec<Effect>) {
         if self.state == to {
             return;
         }
-        let t = Transition { seq: self.next_transition_seq, from: self.state, to, event: event.to_owned(), at_ms: now };
+        let t = Transition {
+            seq: self.next_transition_seq,
+            from: self.state,
+            to,
+            event: event.to_owned(),
+            at_ms: now,
+        };
         self.next_transition_seq += 1;
         self.state = to;
         self.entered_at_ms = now;
-        self.transitions.push(t.clone());
+        Arc::make_mut(&mut self.transitions).push(t.clone());
         fx.push(Effect::RecordTransition(t));
     }
 
     fn is_relay(&self) -> bool {
-        self.start.as_ref().is_some_and(|s| s.transport == Transport::Relay)
+        self.start
+            .as_ref()
+            .is_some_and(|s| s.transport == Transport::Relay)
     }
 
     fn phone(&self) -> Option<&str> {
@@ -893,23 +1085,43 @@ impl CallMachine {
             return;
         }
         self.greeting_started = true;
-        let personalized = if self.name.is_some() { self.name.clone() } else { None };
+        let personalized = if self.name.is_some() {
+            self.name.clone()
+        } else {
+            None
+        };
         let text = match &personalized {
             Some(_) => self.fill(&self.config.personal_greeting),
             None => self.config.greeting.clone(),
         };
         let turn = self.new_turn();
         let relay = self.is_relay();
-        let mark = if relay { String::new() } else { self.new_mark(turn) };
+        let mark = if relay {
+            String::new()
+        } else {
+            self.new_mark(turn)
+        };
         self.agent = Some(AgentTurn {
             turn,
-            kind: SpeechKind::Greeting { personalized: personalized.clone() },
+            kind: SpeechKind::Greeting {
+                personalized: personalized.clone(),
+            },
             after: AfterTurn::GreetingPlayed,
-            segments: vec![Segment { mark: mark.clone(), text: text.clone(), echoed: relay }],
+            segments: vec![Segment {
+                mark: mark.clone(),
+                text: text.clone(),
+                echoed: relay,
+            }],
             pending: String::new(),
             generating: false,
         });
-        fx.push(Effect::Speak(Speech { turn, mark, text, kind: SpeechKind::Greeting { personalized }, last: true }));
+        fx.push(Effect::Speak(Speech {
+            turn,
+            mark,
+            text,
+            kind: SpeechKind::Greeting { personalized },
+            last: true,
+        }));
         if relay {
             // No marks in relay mode: the greeting counts as played once it is handed to Twilio.
             let now = self.entered_at_ms;
@@ -923,7 +1135,11 @@ impl CallMachine {
         if self.state != CallState::Greeting {
             return;
         }
-        if self.agent.as_ref().is_some_and(|a| a.after == AfterTurn::GreetingPlayed) {
+        if self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.after == AfterTurn::GreetingPlayed)
+        {
             if let Some(agent) = self.agent.as_mut() {
                 agent.after = AfterTurn::AwaitCaller;
             }
@@ -952,8 +1168,18 @@ impl CallMachine {
         self.close_agent_turn(now, fx);
         let turn = self.new_turn();
         let relay = self.is_relay();
-        let mark = if relay { String::new() } else { self.new_mark(turn) };
-        fx.push(Effect::Speak(Speech { turn, mark: mark.clone(), text: text.clone(), kind: SpeechKind::Line, last: true }));
+        let mark = if relay {
+            String::new()
+        } else {
+            self.new_mark(turn)
+        };
+        fx.push(Effect::Speak(Speech {
+            turn,
+            mark: mark.clone(),
+            text: text.clone(),
+            kind: SpeechKind::Line,
+            last: true,
+        }));
         self.disarm(TimerKind::Silence);
         if after == AfterTurn::Finalize {
             self.push_turn_message(now, Role::Agent, text, false, Some(turn), fx);
@@ -966,7 +1192,11 @@ impl CallMachine {
             turn,
             kind: SpeechKind::Line,
             after,
-            segments: vec![Segment { mark, text, echoed: relay }],
+            segments: vec![Segment {
+                mark,
+                text,
+                echoed: relay,
+            }],
             pending: String::new(),
             generating: false,
         });
@@ -975,12 +1205,29 @@ impl CallMachine {
         }
     }
 
-    fn emit_segment(&mut self, turn: u64, text: String, kind: SpeechKind, last: bool, fx: &mut Vec<Effect>) {
+    fn emit_segment(
+        &mut self,
+        turn: u64,
+        text: String,
+        kind: SpeechKind,
+        last: bool,
+        fx: &mut Vec<Effect>,
+    ) {
         let mark = self.new_mark(turn);
         if let Some(agent) = self.agent.as_mut() {
-            agent.segments.push(Segment { mark: mark.clone(), text: text.clone(), echoed: false });
+            agent.segments.push(Segment {
+                mark: mark.clone(),
+                text: text.clone(),
+                echoed: false,
+            });
         }
-        fx.push(Effect::Speak(Speech { turn, mark, text, kind, last }));
+        fx.push(Effect::Speak(Speech {
+            turn,
+            mark,
+            text,
+            kind,
+            last,
+        }));
     }
 
     fn request_reply(&mut self, now: Millis, fx: &mut Vec<Effect>) {
@@ -1012,7 +1259,10 @@ impl CallMachine {
 
     /// The caller talks over the agent: stop generating, drop queued audio, keep what was heard.
     fn barge_in(&mut self, now: Millis, fx: &mut Vec<Effect>) {
-        let was_greeting = self.agent.as_ref().is_some_and(|a| a.after == AfterTurn::GreetingPlayed);
+        let was_greeting = self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.after == AfterTurn::GreetingPlayed);
         self.interrupt_agent(now, fx);
         if was_greeting && self.state == CallState::Greeting {
             self.greeting_done(now, "barge_in", false, fx);
@@ -1020,7 +1270,9 @@ impl CallMachine {
     }
 
     fn interrupt_agent(&mut self, now: Millis, fx: &mut Vec<Effect>) {
-        let Some(mut agent) = self.agent.take() else { return };
+        let Some(mut agent) = self.agent.take() else {
+            return;
+        };
         if agent.generating {
             fx.push(Effect::CancelLlm { turn: agent.turn });
             agent.generating = false;
@@ -1029,17 +1281,26 @@ impl CallMachine {
         if !self.is_relay() && agent.segments.iter().any(|s| !s.echoed) {
             fx.push(Effect::ClearPlayback);
         }
-        let heard = if self.is_relay() { agent.full_text() } else { agent.heard_text() };
+        let heard = if self.is_relay() {
+            agent.full_text()
+        } else {
+            agent.heard_text()
+        };
         let complete = heard == agent.full_text() && agent.pending.trim().is_empty();
         self.finish_turn(now, agent, heard, !complete, fx);
     }
 
     fn maybe_complete_turn(&mut self, now: Millis, fx: &mut Vec<Effect>) {
-        let done = self.agent.as_ref().is_some_and(|a| a.fully_played() || (self.is_relay() && !a.generating));
+        let done = self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.fully_played() || (self.is_relay() && !a.generating));
         if !done {
             return;
         }
-        let Some(agent) = self.agent.take() else { return };
+        let Some(agent) = self.agent.take() else {
+            return;
+        };
         let after = agent.after;
         let text = agent.full_text();
         self.finish_turn(now, agent, text, false, fx);
@@ -1051,33 +1312,68 @@ impl CallMachine {
 
     /// Close the agent turn, if any, as heard so far (relay: all of it).
     fn close_agent_turn(&mut self, now: Millis, fx: &mut Vec<Effect>) {
-        let Some(mut agent) = self.agent.take() else { return };
+        let Some(mut agent) = self.agent.take() else {
+            return;
+        };
         if agent.generating {
             fx.push(Effect::CancelLlm { turn: agent.turn });
             agent.generating = false;
             self.disarm(TimerKind::LlmDeadline);
         }
         let full = agent.full_text();
-        let heard = if self.is_relay() { full.clone() } else { agent.heard_text() };
+        let heard = if self.is_relay() {
+            full.clone()
+        } else {
+            agent.heard_text()
+        };
         let interrupted = heard != full;
         self.finish_turn(now, agent, heard, interrupted, fx);
     }
 
-    fn finish_turn(&mut self, now: Millis, agent: AgentTurn, heard: String, interrupted: bool, fx: &mut Vec<Effect>) {
+    fn finish_turn(
+        &mut self,
+        now: Millis,
+        agent: AgentTurn,
+        heard: String,
+        interrupted: bool,
+        fx: &mut Vec<Effect>,
+    ) {
         if heard.trim().is_empty() {
             return;
         }
         self.push_turn_message(now, Role::Agent, heard, interrupted, Some(agent.turn), fx);
     }
 
-    fn push_message(&mut self, now: Millis, role: Role, text: String, interrupted: bool, fx: &mut Vec<Effect>) {
+    fn push_message(
+        &mut self,
+        now: Millis,
+        role: Role,
+        text: String,
+        interrupted: bool,
+        fx: &mut Vec<Effect>,
+    ) {
         self.push_turn_message(now, role, text, interrupted, None, fx);
     }
 
-    fn push_turn_message(&mut self, now: Millis, role: Role, text: String, interrupted: bool, turn: Option<u64>, fx: &mut Vec<Effect>) {
-        let msg = ConversationMessage { seq: self.next_message_seq, role, text, interrupted, at_ms: now, turn };
+    fn push_turn_message(
+        &mut self,
+        now: Millis,
+        role: Role,
+        text: String,
+        interrupted: bool,
+        turn: Option<u64>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let msg = ConversationMessage {
+            seq: self.next_message_seq,
+            role,
+            text,
+            interrupted,
+            at_ms: now,
+            turn,
+        };
         self.next_message_seq += 1;
-        self.conversation.push(msg.clone());
+        Arc::make_mut(&mut self.conversation).push(msg.clone());
         fx.push(Effect::PersistMessage(msg));
     }
 
@@ -1085,8 +1381,16 @@ impl CallMachine {
         self.disarm(kind);
         self.timer_generation += 1;
         let generation = self.timer_generation;
-        self.armed.push(ArmedTimer { kind, generation, deadline_ms: now + after_ms });
-        fx.push(Effect::StartTimer { kind, generation, after_ms });
+        self.armed.push(ArmedTimer {
+            kind,
+            generation,
+            deadline_ms: now + after_ms,
+        });
+        fx.push(Effect::StartTimer {
+            kind,
+            generation,
+            after_ms,
+        });
     }
 
     fn disarm(&mut self, kind: TimerKind) {
@@ -1094,15 +1398,26 @@ impl CallMachine {
     }
 
     fn arm_silence(&mut self, now: Millis, fx: &mut Vec<Effect>) {
-        if self.state.is_live() && self.state != CallState::Greeting && self.config.silence_timeout_ms > 0 {
+        if self.state.is_live()
+            && self.state != CallState::Greeting
+            && self.config.silence_timeout_ms > 0
+        {
             let after = self.config.silence_timeout_ms;
             self.arm_timer(now, TimerKind::Silence, after, fx);
         }
     }
 
-    fn begin_finalizing(&mut self, now: Millis, event: &'static str, outcome: &str, fx: &mut Vec<Effect>) {
+    fn begin_finalizing(
+        &mut self,
+        now: Millis,
+        event: &'static str,
+        outcome: &str,
+        fx: &mut Vec<Effect>,
+    ) {
         match self.state {
-            CallState::Finalizing if event == "stream_stopped" && self.finishing.waiting_for_mark.is_some() => {
+            CallState::Finalizing
+                if event == "stream_stopped" && self.finishing.waiting_for_mark.is_some() =>
+            {
                 // The caller hung up during the goodbye line: no mark will come back.
                 self.finishing.waiting_for_mark = None;
                 return self.maybe_end(now, event, fx);
@@ -1135,15 +1450,22 @@ impl CallMachine {
             return;
         }
         self.finishing.requested = true;
-        let transcript = self.conversation.clone();
+        let transcript = self.conversation.to_vec();
         let start = self.start.as_deref();
         let record = CallRecord {
-            call_sid: start.map(|s| s.call_sid.clone()).unwrap_or_else(|| CallSid(String::new())),
-            caller: start.map(|s| s.caller.clone()).unwrap_or(Caller { raw: String::new(), e164: None }),
+            call_sid: start
+                .map(|s| s.call_sid.clone())
+                .unwrap_or_else(|| CallSid(String::new())),
+            caller: start.map(|s| s.caller.clone()).unwrap_or(Caller {
+                raw: String::new(),
+                e164: None,
+            }),
             called: start.and_then(|s| s.called.clone()),
             customer_id: self.customer.as_ref().map(|c| c.customer_id),
             customer_name: self.name.clone(),
-            direction: start.map(|s| s.direction.clone()).unwrap_or_else(|| "inbound".into()),
+            direction: start
+                .map(|s| s.direction.clone())
+                .unwrap_or_else(|| "inbound".into()),
             transport: start.map(|s| s.transport).unwrap_or(Transport::MediaStream),
             started_at_ms: self.started_at_ms,
             ended_at_ms: now,

@@ -23,8 +23,15 @@ pub const MAX_NAME_CHARS: usize = 60;
 const MAX_NAME_WORDS: usize = 3;
 
 pub enum NamesMsg {
-    Extract { call_sid: CallSid, attempt: u32, utterance: String },
-    Store { phone: String, name: String },
+    Extract {
+        call_sid: CallSid,
+        attempt: u32,
+        utterance: String,
+    },
+    Store {
+        phone: String,
+        name: String,
+    },
 }
 
 #[derive(Clone)]
@@ -40,13 +47,26 @@ impl Actor for NamesActor {
     type State = NamesArgs;
     type Arguments = NamesArgs;
 
-    async fn pre_start(&self, _me: ActorRef<NamesMsg>, args: NamesArgs) -> Result<NamesArgs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<NamesMsg>,
+        args: NamesArgs,
+    ) -> Result<NamesArgs, ActorProcessingErr> {
         Ok(args)
     }
 
-    async fn handle(&self, _me: ActorRef<NamesMsg>, msg: NamesMsg, st: &mut NamesArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<NamesMsg>,
+        msg: NamesMsg,
+        st: &mut NamesArgs,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            NamesMsg::Extract { call_sid, attempt, utterance } => {
+            NamesMsg::Extract {
+                call_sid,
+                attempt,
+                utterance,
+            } => {
                 let event = match extract_name(&utterance) {
                     Some(name) => Event::NameCaptured { attempt, name },
                     None => Event::NameNotFound { attempt },
@@ -69,40 +89,280 @@ impl Actor for NamesActor {
 /// Phrases that introduce a name, lower-case, longest first within a language.
 const INTRODUCERS: &[&str] = &[
     // English
-    "my name is", "my name's", "the name is", "the name's", "you can call me", "call me", "this is", "i am", "i'm", "im", "it is", "it's", "its", "name is",
+    "my name is",
+    "my name's",
+    "the name is",
+    "the name's",
+    "you can call me",
+    "call me",
+    "this is",
+    "i am",
+    "i'm",
+    "im",
+    "it is",
+    "it's",
+    "its",
+    "name is",
     // Portuguese
-    "meu nome é", "meu nome e", "o meu nome é", "me chamo", "eu me chamo", "pode me chamar de", "aqui é", "eu sou o", "eu sou a", "eu sou", "sou o", "sou a",
+    "meu nome é",
+    "meu nome e",
+    "o meu nome é",
+    "me chamo",
+    "eu me chamo",
+    "pode me chamar de",
+    "aqui é",
+    "eu sou o",
+    "eu sou a",
+    "eu sou",
+    "sou o",
+    "sou a",
     // Spanish
-    "mi nombre es", "me llamo", "yo me llamo", "habla", "aquí habla", "soy",
+    "mi nombre es",
+    "me llamo",
+    "yo me llamo",
+    "habla",
+    "aquí habla",
+    "soy",
     // French
-    "je m'appelle", "je m’appelle", "mon nom est", "moi c'est", "c'est", "je suis",
+    "je m'appelle",
+    "je m’appelle",
+    "mon nom est",
+    "moi c'est",
+    "c'est",
+    "je suis",
     // German
-    "ich heiße", "ich heisse", "mein name ist", "hier ist", "ich bin",
+    "ich heiße",
+    "ich heisse",
+    "mein name ist",
+    "hier ist",
+    "ich bin",
 ];
 
 /// Words that cannot start or be part of a name in an introduction ("I'm calling", "this is
 /// urgent", "soy cliente").
 const NOT_NAMES: &[&str] = &[
-    "a", "an", "the", "calling", "call", "looking", "interested", "here", "there", "fine", "good", "great", "ok", "okay", "not", "sorry",
-    "just", "urgent", "trying", "having", "going", "very", "so", "really", "from", "with", "about", "in", "on", "at", "your", "my", "sure",
-    "busy", "happy", "glad", "ready", "back", "again", "still", "also", "the", "customer", "client", "cliente", "calling", "phoning", "ringing",
-    "wondering", "hoping", "afraid", "confused", "angry", "upset", "new", "old", "one", "two", "yes", "no", "hello", "hi", "hey", "thanks",
-    "thank", "please", "well", "um", "uh", "er", "like", "because", "regarding", "concerning", "important", "me", "you", "we", "they", "it",
-    "is", "was", "what", "who", "why", "how", "when", "where", "need", "want", "would", "could", "can", "to", "for", "of", "and", "or", "but",
-    "that", "this", "those", "these", "problem", "issue", "order", "bill", "billing", "account", "help", "support", "speaking", "talking",
-    "um", "muito", "com", "para", "sobre", "de", "do", "da", "um", "uma", "ligando", "cliente", "bem", "aqui", "sim", "não", "nao", "obrigado",
-    "obrigada", "estou", "llamando", "sobre", "para", "bien", "aquí", "sí", "gracias", "muy", "con", "por", "un", "una", "el", "la", "en",
-    "appelle", "pour", "avec", "bien", "oui", "non", "merci", "très", "un", "une", "le", "les", "en", "au", "client", "cliente", "kunde",
-    "hier", "wegen", "für", "mit", "gut", "ja", "nein", "danke", "sehr", "ein", "eine", "der", "die", "das", "am", "im", "anrufen",
-    "name", "nome", "nombre", "nom", "called", "named", "mr", "mrs", "ms", "dr", "sir", "madam", "senhor", "senhora", "señor", "señora",
-    "monsieur", "madame", "herr", "frau", "guess", "think", "believe", "afraid", "actually", "basically", "interested",
+    "a",
+    "an",
+    "the",
+    "calling",
+    "call",
+    "looking",
+    "interested",
+    "here",
+    "there",
+    "fine",
+    "good",
+    "great",
+    "ok",
+    "okay",
+    "not",
+    "sorry",
+    "just",
+    "urgent",
+    "trying",
+    "having",
+    "going",
+    "very",
+    "so",
+    "really",
+    "from",
+    "with",
+    "about",
+    "in",
+    "on",
+    "at",
+    "your",
+    "my",
+    "sure",
+    "busy",
+    "happy",
+    "glad",
+    "ready",
+    "back",
+    "again",
+    "still",
+    "also",
+    "the",
+    "customer",
+    "client",
+    "cliente",
+    "calling",
+    "phoning",
+    "ringing",
+    "wondering",
+    "hoping",
+    "afraid",
+    "confused",
+    "angry",
+    "upset",
+    "new",
+    "old",
+    "one",
+    "two",
+    "yes",
+    "no",
+    "hello",
+    "hi",
+    "hey",
+    "thanks",
+    "thank",
+    "please",
+    "well",
+    "um",
+    "uh",
+    "er",
+    "like",
+    "because",
+    "regarding",
+    "concerning",
+    "important",
+    "me",
+    "you",
+    "we",
+    "they",
+    "it",
+    "is",
+    "was",
+    "what",
+    "who",
+    "why",
+    "how",
+    "when",
+    "where",
+    "need",
+    "want",
+    "would",
+    "could",
+    "can",
+    "to",
+    "for",
+    "of",
+    "and",
+    "or",
+    "but",
+    "that",
+    "this",
+    "those",
+    "these",
+    "problem",
+    "issue",
+    "order",
+    "bill",
+    "billing",
+    "account",
+    "help",
+    "support",
+    "speaking",
+    "talking",
+    "um",
+    "muito",
+    "com",
+    "para",
+    "sobre",
+    "de",
+    "do",
+    "da",
+    "um",
+    "uma",
+    "ligando",
+    "cliente",
+    "bem",
+    "aqui",
+    "sim",
+    "não",
+    "nao",
+    "obrigado",
+    "obrigada",
+    "estou",
+    "llamando",
+    "sobre",
+    "para",
+    "bien",
+    "aquí",
+    "sí",
+    "gracias",
+    "muy",
+    "con",
+    "por",
+    "un",
+    "una",
+    "el",
+    "la",
+    "en",
+    "appelle",
+    "pour",
+    "avec",
+    "bien",
+    "oui",
+    "non",
+    "merci",
+    "très",
+    "un",
+    "une",
+    "le",
+    "les",
+    "en",
+    "au",
+    "client",
+    "cliente",
+    "kunde",
+    "hier",
+    "wegen",
+    "für",
+    "mit",
+    "gut",
+    "ja",
+    "nein",
+    "danke",
+    "sehr",
+    "ein",
+    "eine",
+    "der",
+    "die",
+    "das",
+    "am",
+    "im",
+    "anrufen",
+    "name",
+    "nome",
+    "nombre",
+    "nom",
+    "called",
+    "named",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "sir",
+    "madam",
+    "senhor",
+    "senhora",
+    "señor",
+    "señora",
+    "monsieur",
+    "madame",
+    "herr",
+    "frau",
+    "guess",
+    "think",
+    "believe",
+    "afraid",
+    "actually",
+    "basically",
+    "interested",
 ];
 
 /// Titles that may precede a name and are dropped.
-const TITLES: &[&str] = &["mr", "mr.", "mrs", "mrs.", "ms", "ms.", "dr", "dr.", "miss", "senhor", "senhora", "señor", "señora", "sr", "sr.", "sra", "sra.", "monsieur", "madame", "herr", "frau"];
+const TITLES: &[&str] = &[
+    "mr", "mr.", "mrs", "mrs.", "ms", "ms.", "dr", "dr.", "miss", "senhor", "senhora", "señor",
+    "señora", "sr", "sr.", "sra", "sra.", "monsieur", "madame", "herr", "frau",
+];
 
 /// Words that end a name in an introduction ("I'm Bob and I need...").
-const NAME_ENDERS: &[&str] = &["and", "e", "y", "et", "und", "but", "mas", "pero", "mais", "aber", "from", "de", "da", "do", "von", "calling", "here", "speaking", "please", "thanks"];
+const NAME_ENDERS: &[&str] = &[
+    "and", "e", "y", "et", "und", "but", "mas", "pero", "mais", "aber", "from", "de", "da", "do",
+    "von", "calling", "here", "speaking", "please", "thanks",
+];
 
 /// Extract a caller's name from their answer to "may I have your name?", or `None` when unsure.
 pub fn extract_name(utterance: &str) -> Option<String> {
@@ -124,7 +384,10 @@ pub fn extract_name(utterance: &str) -> Option<String> {
             if end > words.len() {
                 continue;
             }
-            let matches = words[start..end].iter().zip(&intro_words).all(|(w, i)| trim_punct(w) == *i);
+            let matches = words[start..end]
+                .iter()
+                .zip(&intro_words)
+                .all(|(w, i)| trim_punct(w) == *i);
             if matches && words[..start].iter().all(|w| is_filler(trim_punct(w))) {
                 return take_name(&original[end..], true);
             }
@@ -138,7 +401,33 @@ pub fn extract_name(utterance: &str) -> Option<String> {
 }
 
 fn is_filler(w: &str) -> bool {
-    matches!(w, "hi" | "hello" | "hey" | "oh" | "yes" | "yeah" | "sure" | "well" | "um" | "uh" | "olá" | "ola" | "oi" | "hola" | "bonjour" | "salut" | "hallo" | "sim" | "sí" | "si" | "oui" | "ja" | "ok" | "okay" | "so")
+    matches!(
+        w,
+        "hi" | "hello"
+            | "hey"
+            | "oh"
+            | "yes"
+            | "yeah"
+            | "sure"
+            | "well"
+            | "um"
+            | "uh"
+            | "olá"
+            | "ola"
+            | "oi"
+            | "hola"
+            | "bonjour"
+            | "salut"
+            | "hallo"
+            | "sim"
+            | "sí"
+            | "si"
+            | "oui"
+            | "ja"
+            | "ok"
+            | "okay"
+            | "so"
+    )
 }
 
 fn trim_punct(w: &str) -> &str {
@@ -193,25 +482,37 @@ fn is_initial(w: &str) -> bool {
 fn is_name_word(w: &str) -> bool {
     let w = w.strip_suffix('.').unwrap_or(w);
     let mut chars = w.chars();
-    let Some(first) = chars.next() else { return false };
+    let Some(first) = chars.next() else {
+        return false;
+    };
     if !first.is_alphabetic() {
         return false;
     }
     let last = w.chars().last().unwrap_or(first);
-    last.is_alphabetic() && w.chars().all(|c| c.is_alphabetic() || c == '\'' || c == '-' || c == '’')
+    last.is_alphabetic()
+        && w.chars()
+            .all(|c| c.is_alphabetic() || c == '\'' || c == '-' || c == '’')
 }
 
+/// Title-case a word that came all lower- or all upper-case (speech-to-text output); keep a
+/// word's own mixed casing ("McDonald", "O'Brien") as it is.
 fn capitalize(w: &str) -> String {
-    w.split('-')
-        .map(|part| {
-            let mut c = part.chars();
-            match c.next() {
-                Some(f) => f.to_uppercase().chain(c.flat_map(|ch| ch.to_lowercase())).collect::<String>(),
-                None => String::new(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("-")
+    let has_lower = w.chars().any(char::is_lowercase);
+    let has_upper = w.chars().any(char::is_uppercase);
+    if has_lower && has_upper {
+        return w.to_owned();
+    }
+    let mut out = String::with_capacity(w.len());
+    let mut start_of_part = true;
+    for c in w.chars() {
+        if start_of_part {
+            out.extend(c.to_uppercase());
+        } else {
+            out.extend(c.to_lowercase());
+        }
+        start_of_part = matches!(c, '-' | '\'' | '’');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -233,7 +534,11 @@ mod tests {
             ("Maria Silva.", "Maria Silva"),
             ("O'Brien", "O'Brien"),
         ] {
-            assert_eq!(extract_name(utterance).as_deref(), Some(name), "{utterance}");
+            assert_eq!(
+                extract_name(utterance).as_deref(),
+                Some(name),
+                "{utterance}"
+            );
         }
     }
 

@@ -1,8 +1,12 @@
 //! The Persistence actor: batches conversation messages and state transitions into multi-row
 //! writes, flushed when the batch reaches `batch_max` rows, every `flush_interval`, and at once
-//! when a call finalizes. A failed write keeps the batch and retries with exponential backoff; the
-//! rows stay in a buffer that survives a restart of this actor (it lives outside the actor's
-//! state). Writes are idempotent on (call sid, seq), so a retried batch never duplicates.
+//! when a call finalizes. A failed write keeps the batch and retries with exponential backoff.
+//!
+//! Rows never travel through the actor's mailbox: callers append them to a shared buffer through
+//! [`PersistenceHandle`] and only nudge the actor. A mailbox dies with its actor; the buffer does
+//! not, so a restarted Persistence actor finds every row still pending. Rows are removed from the
+//! buffer only after the store confirmed them. Writes are idempotent on (call sid, seq), so a
+//! retried batch never duplicates.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,8 +23,8 @@ use crate::ports::{ConversationStore, PersistRecord};
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub enum PersistenceMsg {
-    Append(PersistRecord),
-    FinalizeCall(Box<CallRecord>),
+    /// Something was appended (a full batch or a call record): write now.
+    Nudge,
     Tick,
     /// Flush everything now (graceful shutdown, tests); answers how many rows are still unwritten.
     Flush(RpcReplyPort<usize>),
@@ -39,7 +43,7 @@ pub struct PersistenceStats {
 #[derive(Default)]
 pub struct Pending {
     rows: Vec<PersistRecord>,
-    records: Vec<Box<CallRecord>>,
+    records: Vec<CallRecord>,
     failures: u32,
     retry_at: Option<Instant>,
 }
@@ -64,33 +68,68 @@ impl PersistenceArgs {
 
 pub struct PersistenceActor;
 
+/// How call actors hand rows to persistence: straight into the shared buffer, then a nudge.
+#[derive(Clone)]
+pub struct PersistenceHandle {
+    pub(crate) pending: Arc<Mutex<Pending>>,
+    pub(crate) actor: crate::runtime::Shared<PersistenceMsg>,
+    pub(crate) batch_max: usize,
+}
+
+impl PersistenceHandle {
+    pub fn append(&self, row: PersistRecord) {
+        let full = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.rows.push(row);
+            p.rows.len() == self.batch_max
+        };
+        if full {
+            let _ = self.actor.cast(PersistenceMsg::Nudge);
+        }
+    }
+
+    /// Queue the call record; the call gets `Persisted` once it (and the rows before it) are written.
+    pub fn finalize(&self, record: Box<CallRecord>) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .records
+            .push(*record);
+        let _ = self.actor.cast(PersistenceMsg::Nudge);
+    }
+
+    pub fn backlog(&self) -> usize {
+        let p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.rows.len() + p.records.len()
+    }
+
+    pub fn actor(&self) -> ractor::ActorRef<PersistenceMsg> {
+        self.actor.actor()
+    }
+}
+
 impl Actor for PersistenceActor {
     type Msg = PersistenceMsg;
     type State = PersistenceArgs;
     type Arguments = PersistenceArgs;
 
-    async fn pre_start(&self, me: ActorRef<PersistenceMsg>, args: PersistenceArgs) -> Result<PersistenceArgs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        me: ActorRef<PersistenceMsg>,
+        args: PersistenceArgs,
+    ) -> Result<PersistenceArgs, ActorProcessingErr> {
         me.send_interval(args.flush_interval, || PersistenceMsg::Tick);
         Ok(args)
     }
 
-    async fn handle(&self, _me: ActorRef<PersistenceMsg>, msg: PersistenceMsg, st: &mut PersistenceArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _me: ActorRef<PersistenceMsg>,
+        msg: PersistenceMsg,
+        st: &mut PersistenceArgs,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            PersistenceMsg::Append(row) => {
-                let full = {
-                    let mut p = st.pending.lock().unwrap_or_else(|e| e.into_inner());
-                    p.rows.push(row);
-                    p.rows.len() >= st.batch_max
-                };
-                if full {
-                    flush(st, false).await;
-                }
-            }
-            PersistenceMsg::FinalizeCall(record) => {
-                st.pending.lock().unwrap_or_else(|e| e.into_inner()).records.push(record);
-                flush(st, false).await;
-            }
-            PersistenceMsg::Tick => flush(st, false).await,
+            PersistenceMsg::Nudge | PersistenceMsg::Tick => flush(st, false).await,
             PersistenceMsg::Flush(reply) => {
                 flush(st, true).await;
                 let _ = reply.send(st.backlog());
@@ -145,7 +184,11 @@ async fn flush(st: &PersistenceArgs, force: bool) {
         };
         match st.store.write_call_record(&record).await {
             Ok(()) => {
-                st.pending.lock().unwrap_or_else(|e| e.into_inner()).records.remove(0);
+                st.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .records
+                    .remove(0);
                 st.stats.records_written.fetch_add(1, Ordering::Relaxed);
                 st.calls.deliver(&record.call_sid, Event::Persisted);
             }
@@ -161,7 +204,13 @@ async fn flush(st: &PersistenceArgs, force: bool) {
 fn backoff(p: &mut Pending, st: &PersistenceArgs, error: &str) {
     p.failures += 1;
     st.stats.write_failures.fetch_add(1, Ordering::Relaxed);
-    let delay = Duration::from_millis(50u64.saturating_mul(1 << p.failures.min(16))).min(MAX_BACKOFF);
+    let delay =
+        Duration::from_millis(50u64.saturating_mul(1 << p.failures.min(16))).min(MAX_BACKOFF);
     p.retry_at = Some(Instant::now() + delay);
-    tracing::warn!(error, pending_rows = p.rows.len(), retry_in_ms = delay.as_millis() as u64, "conversation write failed; will retry");
+    tracing::warn!(
+        error,
+        pending_rows = p.rows.len(),
+        retry_in_ms = delay.as_millis() as u64,
+        "conversation write failed; will retry"
+    );
 }

@@ -37,13 +37,22 @@ impl std::fmt::Display for PortErrorKind {
 
 impl PortError {
     pub fn unavailable(message: impl Into<String>) -> Self {
-        PortError { kind: PortErrorKind::Unavailable, message: message.into() }
+        PortError {
+            kind: PortErrorKind::Unavailable,
+            message: message.into(),
+        }
     }
     pub fn timeout(message: impl Into<String>) -> Self {
-        PortError { kind: PortErrorKind::Timeout, message: message.into() }
+        PortError {
+            kind: PortErrorKind::Timeout,
+            message: message.into(),
+        }
     }
     pub fn rejected(message: impl Into<String>) -> Self {
-        PortError { kind: PortErrorKind::Rejected, message: message.into() }
+        PortError {
+            kind: PortErrorKind::Rejected,
+            message: message.into(),
+        }
     }
 }
 
@@ -63,21 +72,36 @@ pub trait CrmStore: Send + Sync + 'static {
     async fn customer_by_phone(&self, phone_e164: &str) -> Result<Option<CustomerRow>, PortError>;
     async fn recent_facts(&self, customer_id: i64, limit: u32) -> Result<Vec<String>, PortError>;
     async fn last_call(&self, customer_id: i64) -> Result<Option<LastCall>, PortError>;
-    async fn pending_tasks(&self, customer_id: i64, limit: u32) -> Result<Vec<TaskSummary>, PortError>;
-    async fn recent_summaries(&self, customer_id: i64, limit: u32) -> Result<Vec<String>, PortError>;
+    async fn pending_tasks(
+        &self,
+        customer_id: i64,
+        limit: u32,
+    ) -> Result<Vec<TaskSummary>, PortError>;
+    async fn recent_summaries(
+        &self,
+        customer_id: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, PortError>;
 }
 
 /// One row for the conversation store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PersistRecord {
-    Message { call_sid: CallSid, message: ConversationMessage },
-    Transition { call_sid: CallSid, transition: Transition },
+    Message {
+        call_sid: CallSid,
+        message: ConversationMessage,
+    },
+    Transition {
+        call_sid: CallSid,
+        transition: Transition,
+    },
 }
 
 impl PersistRecord {
     pub fn call_sid(&self) -> &CallSid {
         match self {
-            PersistRecord::Message { call_sid, .. } | PersistRecord::Transition { call_sid, .. } => call_sid,
+            PersistRecord::Message { call_sid, .. }
+            | PersistRecord::Transition { call_sid, .. } => call_sid,
         }
     }
 }

@@ -5,7 +5,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, SupervisionEvent, call_t};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, MessagingErr, SupervisionEvent, call_t,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::crm::{CrmActor, CrmArgs, CrmMsg, CrmStats};
@@ -14,7 +16,9 @@ use crate::handle::{CallHandle, LiveCalls, Outbound};
 use crate::llm::{LlmActor, LlmArgs, LlmMsg, LlmStats};
 use crate::machine::MachineConfig;
 use crate::names::{NamesActor, NamesArgs, NamesMsg};
-use crate::persistence::{PersistenceActor, PersistenceArgs, PersistenceMsg, PersistenceStats};
+use crate::persistence::{
+    PersistenceActor, PersistenceArgs, PersistenceHandle, PersistenceMsg, PersistenceStats,
+};
 use crate::ports::*;
 use crate::supervisor::{CallSupervisor, StartCallError, SupervisorArgs, SupervisorMsg};
 
@@ -25,19 +29,29 @@ pub struct Shared<M: Send + 'static> {
 
 impl<M: Send + 'static> Clone for Shared<M> {
     fn clone(&self) -> Self {
-        Shared { current: self.current.clone() }
+        Shared {
+            current: self.current.clone(),
+        }
     }
 }
 
 impl<M: Send + 'static> Shared<M> {
     fn new(r: ActorRef<M>) -> Self {
-        Shared { current: Arc::new(RwLock::new(r)) }
+        Shared {
+            current: Arc::new(RwLock::new(r)),
+        }
     }
     pub fn cast(&self, msg: M) -> Result<(), MessagingErr<M>> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).cast(msg)
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .cast(msg)
     }
     pub fn actor(&self) -> ActorRef<M> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     fn swap(&self, r: ActorRef<M>) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = r;
@@ -48,7 +62,7 @@ impl<M: Send + 'static> Shared<M> {
 pub struct Services {
     pub crm: Shared<CrmMsg>,
     pub llm: Shared<LlmMsg>,
-    pub persistence: Shared<PersistenceMsg>,
+    pub persistence: PersistenceHandle,
     pub names: Shared<NamesMsg>,
     pub calls: LiveCalls,
     pub clock: Arc<dyn Clock>,
@@ -150,17 +164,26 @@ impl Runtime {
                 stats: stats.llm.clone(),
             }),
             SharedChild::Persistence(persistence_args.clone()),
-            SharedChild::Names(NamesArgs { store: ports.names.clone(), calls: calls.clone() }),
+            SharedChild::Names(NamesArgs {
+                store: ports.names.clone(),
+                calls: calls.clone(),
+            }),
         ];
         let (refs_tx, refs_rx) = oneshot::channel();
         let (shared_supervisor, _) = Actor::spawn(None, SharedSupervisor, (children, refs_tx))
             .await
             .map_err(|e| RuntimeError(e.to_string()))?;
-        let refs = refs_rx.await.map_err(|_| RuntimeError("shared actors did not start".into()))?;
+        let refs = refs_rx
+            .await
+            .map_err(|_| RuntimeError("shared actors did not start".into()))?;
         let services = Arc::new(Services {
             crm: refs.crm,
             llm: refs.llm,
-            persistence: refs.persistence,
+            persistence: PersistenceHandle {
+                pending: persistence_args.pending.clone(),
+                actor: refs.persistence,
+                batch_max: persistence_args.batch_max,
+            },
             names: refs.names,
             calls: calls.clone(),
             clock: ports.clock.clone(),
@@ -171,19 +194,38 @@ impl Runtime {
         let (supervisor, _) = Actor::spawn(
             None,
             CallSupervisor,
-            SupervisorArgs { services: services.clone(), max_restarts: config.max_restarts, restart_window: config.restart_window },
+            SupervisorArgs {
+                services: services.clone(),
+                max_restarts: config.max_restarts,
+                restart_window: config.restart_window,
+            },
         )
         .await
         .map_err(|e| RuntimeError(e.to_string()))?;
-        Ok(Runtime { calls, services, stats, supervisor, shared_supervisor, persistence_args })
+        Ok(Runtime {
+            calls,
+            services,
+            stats,
+            supervisor,
+            shared_supervisor,
+            persistence_args,
+        })
     }
 
     /// Start a call: a call actor is spawned under the supervisor and gets `CallStarted`. The
     /// returned handle is where the socket reader sends every later event.
-    pub async fn start_call(&self, start: CallStart, outbound: mpsc::Sender<Outbound>) -> Result<Arc<CallHandle>, StartCallError> {
+    pub async fn start_call(
+        &self,
+        start: CallStart,
+        outbound: mpsc::Sender<Outbound>,
+    ) -> Result<Arc<CallHandle>, StartCallError> {
         let result = call_t!(
             self.supervisor,
-            |reply| SupervisorMsg::StartCall { start: Box::new(start), outbound, reply },
+            |reply| SupervisorMsg::StartCall {
+                start: Box::new(start),
+                outbound,
+                reply
+            },
             5_000
         );
         result.map_err(|e| StartCallError::Spawn(e.to_string()))?
@@ -191,12 +233,25 @@ impl Runtime {
 
     /// Chaos: make a live call's actor fail for real. False when no such call is live.
     pub async fn crash_call(&self, call_sid: &CallSid) -> bool {
-        call_t!(self.supervisor, |reply| SupervisorMsg::Crash { call_sid: call_sid.clone(), reply }, 5_000).unwrap_or(false)
+        call_t!(
+            self.supervisor,
+            |reply| SupervisorMsg::Crash {
+                call_sid: call_sid.clone(),
+                reply
+            },
+            5_000
+        )
+        .unwrap_or(false)
     }
 
     /// Write everything pending now; returns the rows and records still unwritten.
     pub async fn flush(&self) -> usize {
-        call_t!(self.services.persistence.actor(), PersistenceMsg::Flush, 30_000).unwrap_or_else(|_| self.persistence_args.backlog())
+        call_t!(
+            self.services.persistence.actor(),
+            PersistenceMsg::Flush,
+            30_000
+        )
+        .unwrap_or_else(|_| self.persistence_args.backlog())
     }
 
     /// Rows and call records waiting to be written.
@@ -247,12 +302,27 @@ struct SharedSupervisorState {
     refs: SharedRefs,
 }
 
-async fn spawn_child(child: &SharedChild, sup: ActorCell) -> Result<(ActorCell, ActorId), ractor::SpawnErr> {
+async fn spawn_child(
+    child: &SharedChild,
+    sup: ActorCell,
+) -> Result<(ActorCell, ActorId), ractor::SpawnErr> {
     let cell = match child {
-        SharedChild::Crm(a) => Actor::spawn_linked(None, CrmActor, a.clone(), sup).await?.0.get_cell(),
-        SharedChild::Llm(a) => Actor::spawn_linked(None, LlmActor, a.clone(), sup).await?.0.get_cell(),
-        SharedChild::Persistence(a) => Actor::spawn_linked(None, PersistenceActor, a.clone(), sup).await?.0.get_cell(),
-        SharedChild::Names(a) => Actor::spawn_linked(None, NamesActor, a.clone(), sup).await?.0.get_cell(),
+        SharedChild::Crm(a) => Actor::spawn_linked(None, CrmActor, a.clone(), sup)
+            .await?
+            .0
+            .get_cell(),
+        SharedChild::Llm(a) => Actor::spawn_linked(None, LlmActor, a.clone(), sup)
+            .await?
+            .0
+            .get_cell(),
+        SharedChild::Persistence(a) => Actor::spawn_linked(None, PersistenceActor, a.clone(), sup)
+            .await?
+            .0
+            .get_cell(),
+        SharedChild::Names(a) => Actor::spawn_linked(None, NamesActor, a.clone(), sup)
+            .await?
+            .0
+            .get_cell(),
     };
     let id = cell.get_id();
     Ok((cell, id))
@@ -263,7 +333,11 @@ impl Actor for SharedSupervisor {
     type State = SharedSupervisorState;
     type Arguments = (Vec<SharedChild>, oneshot::Sender<SharedRefs>);
 
-    async fn pre_start(&self, me: ActorRef<()>, (specs, refs_tx): Self::Arguments) -> Result<SharedSupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        me: ActorRef<()>,
+        (specs, refs_tx): Self::Arguments,
+    ) -> Result<SharedSupervisorState, ActorProcessingErr> {
         let mut children = Vec::new();
         let mut crm = None;
         let mut llm = None;
@@ -279,25 +353,45 @@ impl Actor for SharedSupervisor {
             }
             children.push((id, spec));
         }
-        let (Some(crm), Some(llm), Some(persistence), Some(names)) = (crm, llm, persistence, names) else {
+        let (Some(crm), Some(llm), Some(persistence), Some(names)) = (crm, llm, persistence, names)
+        else {
             return Err("a shared actor is missing".into());
         };
-        let refs = SharedRefs { crm, llm, persistence, names };
-        let copy = SharedRefs { crm: refs.crm.clone(), llm: refs.llm.clone(), persistence: refs.persistence.clone(), names: refs.names.clone() };
+        let refs = SharedRefs {
+            crm,
+            llm,
+            persistence,
+            names,
+        };
+        let copy = SharedRefs {
+            crm: refs.crm.clone(),
+            llm: refs.llm.clone(),
+            persistence: refs.persistence.clone(),
+            names: refs.names.clone(),
+        };
         let _ = refs_tx.send(copy);
         Ok(SharedSupervisorState { children, refs })
     }
 
-    async fn handle_supervisor_evt(&self, me: ActorRef<()>, evt: SupervisionEvent, st: &mut SharedSupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        me: ActorRef<()>,
+        evt: SupervisionEvent,
+        st: &mut SharedSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         // A shared actor only ever stops with the whole runtime, so a failure or an unexpected
         // termination both mean: start a new one with the same arguments.
         let (cell, why) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason.unwrap_or_else(|| "terminated".into())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "terminated".into()))
+            }
             _ => return Ok(()),
         };
         {
-            let Some(pos) = st.children.iter().position(|(id, _)| *id == cell.get_id()) else { return Ok(()) };
+            let Some(pos) = st.children.iter().position(|(id, _)| *id == cell.get_id()) else {
+                return Ok(());
+            };
             let (_, spec) = st.children.remove(pos);
             tracing::error!(reason = %why, "shared actor stopped; restarting it");
             let (cell, id) = spawn_child(&spec, me.get_cell()).await?;

@@ -15,7 +15,6 @@ use crate::call::{CallActor, CallArgs, CallMsg};
 use crate::domain::*;
 use crate::handle::{CallHandle, Outbound};
 use crate::machine::{CallMachine, Event};
-use crate::persistence::PersistenceMsg;
 use crate::runtime::Services;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -33,7 +32,10 @@ pub enum SupervisorMsg {
         reply: RpcReplyPort<Result<Arc<CallHandle>, StartCallError>>,
     },
     /// Chaos: make the call's actor fail. Answers false when the call is not live.
-    Crash { call_sid: CallSid, reply: RpcReplyPort<bool> },
+    Crash {
+        call_sid: CallSid,
+        reply: RpcReplyPort<bool>,
+    },
 }
 
 pub struct CallSupervisor;
@@ -58,7 +60,11 @@ impl Actor for CallSupervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, _me: ActorRef<SupervisorMsg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         Ok(SupervisorState {
             services: args.services,
             max_restarts: args.max_restarts,
@@ -69,16 +75,29 @@ impl Actor for CallSupervisor {
         })
     }
 
-    async fn handle(&self, me: ActorRef<SupervisorMsg>, msg: SupervisorMsg, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        me: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::StartCall { start, outbound, reply } => {
+            SupervisorMsg::StartCall {
+                start,
+                outbound,
+                reply,
+            } => {
                 let result = start_call(&me, st, start, outbound).await;
                 let _ = reply.send(result);
             }
             SupervisorMsg::Crash { call_sid, reply } => {
                 let actor = st.services.calls.get(&call_sid).and_then(|h| h.actor());
                 let found = match actor {
-                    Some(actor) => actor.cast(CallMsg::Crash { reason: "operator chaos request".into() }).is_ok(),
+                    Some(actor) => actor
+                        .cast(CallMsg::Crash {
+                            reason: "operator chaos request".into(),
+                        })
+                        .is_ok(),
                     None => false,
                 };
                 let _ = reply.send(found);
@@ -87,7 +106,12 @@ impl Actor for CallSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, me: ActorRef<SupervisorMsg>, evt: SupervisionEvent, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        me: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(sid) = st.children.remove(&cell.get_id()) {
@@ -96,8 +120,12 @@ impl Actor for CallSupervisor {
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(sid) = st.children.remove(&cell.get_id()) else { return Ok(()) };
-                let Some(handle) = st.services.calls.get(&sid) else { return Ok(()) };
+                let Some(sid) = st.children.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                let Some(handle) = st.services.calls.get(&sid) else {
+                    return Ok(());
+                };
                 handle.detach();
                 tracing::warn!(call_sid = %sid, error = %err, "call actor failed");
                 restart(&me, st, handle).await;
@@ -117,11 +145,23 @@ async fn start_call(
     let s = &st.services;
     let sid = start.call_sid.clone();
     let machine = CallMachine::new(s.machine_config.clone(), s.clock.now_ms());
-    let handle = CallHandle::new(machine.clone(), sid.clone(), start.transport, outbound, s.speech.clone(), s.greeting_audio.clone());
+    let handle = CallHandle::new(
+        machine.clone(),
+        sid.clone(),
+        start.transport,
+        outbound,
+        s.speech.clone(),
+        s.greeting_audio.clone(),
+    );
     if !s.calls.insert(handle.clone()) {
         return Err(StartCallError::AlreadyLive(sid));
     }
-    let args = CallArgs { machine, handle: handle.clone(), services: s.clone(), restored: false };
+    let args = CallArgs {
+        machine,
+        handle: handle.clone(),
+        services: s.clone(),
+        restored: false,
+    };
     match Actor::spawn_linked(None, CallActor, args, me.get_cell()).await {
         Ok((actor, _)) => {
             st.children.insert(actor.get_id(), sid);
@@ -141,7 +181,10 @@ async fn restart(me: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, handle:
     let now = st.services.clock.now_ms();
     let window = st.restart_window.as_millis() as Millis;
     let history = st.history.entry(sid.clone()).or_default();
-    while history.front().is_some_and(|t| now.saturating_sub(*t) > window) {
+    while history
+        .front()
+        .is_some_and(|t| now.saturating_sub(*t) > window)
+    {
         history.pop_front();
     }
     let within_budget = history.len() < st.max_restarts;
@@ -158,7 +201,12 @@ async fn restart(me: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, handle:
     let mut machine: CallMachine = (*handle.snapshot()).clone();
     machine.record_restart();
     handle.store_snapshot(Arc::new(machine.clone()));
-    let args = CallArgs { machine, handle: handle.clone(), services: st.services.clone(), restored: true };
+    let args = CallArgs {
+        machine,
+        handle: handle.clone(),
+        services: st.services.clone(),
+        restored: true,
+    };
     match Actor::spawn_linked(None, CallActor, args, me.get_cell()).await {
         Ok((actor, _)) => {
             st.children.insert(actor.get_id(), sid.clone());
@@ -166,7 +214,9 @@ async fn restart(me: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, handle:
             tracing::info!(call_sid = %sid, restarts = handle.snapshot().restarts(), "call actor restarted from snapshot");
             if !within_budget {
                 *st.gave_up.entry(sid).or_default() += 1;
-                let _ = handle.send(Event::Fatal { reason: "restart budget exhausted".into() });
+                let _ = handle.send(Event::Fatal {
+                    reason: "restart budget exhausted".into(),
+                });
             }
         }
         Err(e) => {
@@ -186,15 +236,17 @@ fn force_end(st: &SupervisorState, handle: &Arc<CallHandle>) {
         if let crate::machine::Effect::Finalize(mut record) = effect {
             record.outcome = "technical failure".into();
             for message in &record.transcript {
-                let _ = s.persistence.cast(PersistenceMsg::Append(crate::ports::PersistRecord::Message {
+                s.persistence.append(crate::ports::PersistRecord::Message {
                     call_sid: handle.sid.clone(),
                     message: message.clone(),
-                }));
+                });
             }
-            let _ = s.persistence.cast(PersistenceMsg::FinalizeCall(record));
+            s.persistence.finalize(record);
         }
     }
     handle.mark_ended();
     s.calls.remove(&handle.sid);
-    handle.push_outbound(Outbound::Close { reason: "call failed".into() });
+    handle.push_outbound(Outbound::Close {
+        reason: "call failed".into(),
+    });
 }

@@ -50,27 +50,50 @@ impl MemoryCrm {
     }
 
     pub fn delay(&self, query: &'static str, d: Duration) {
-        self.delays.lock().unwrap_or_else(|p| p.into_inner()).insert(query, d);
+        self.delays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(query, d);
     }
 
     pub fn fail(&self, query: &'static str) {
-        self.failing.lock().unwrap_or_else(|p| p.into_inner()).push(query);
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(query);
     }
 
     async fn step(&self, query: &'static str) -> Result<(), PortError> {
         self.queries.fetch_add(1, Ordering::Relaxed);
-        let delay = self.delays.lock().unwrap_or_else(|p| p.into_inner()).get(query).copied();
+        let delay = self
+            .delays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(query)
+            .copied();
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
-        if self.failing.lock().unwrap_or_else(|p| p.into_inner()).contains(&query) {
-            return Err(PortError::unavailable(format!("{query}: database unreachable")));
+        if self
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&query)
+        {
+            return Err(PortError::unavailable(format!(
+                "{query}: database unreachable"
+            )));
         }
         Ok(())
     }
 
     fn by_id(&self, id: i64) -> Option<MemoryCustomer> {
-        self.customers.lock().unwrap_or_else(|p| p.into_inner()).values().find(|c| c.id == id).cloned()
+        self.customers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|c| c.id == id)
+            .cloned()
     }
 }
 
@@ -79,11 +102,19 @@ impl CrmStore for MemoryCrm {
     async fn customer_by_phone(&self, phone: &str) -> Result<Option<CustomerRow>, PortError> {
         self.step("customer_by_phone").await?;
         let map = self.customers.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(map.get(phone).map(|c| CustomerRow { id: c.id, name: c.name.clone(), phone_e164: c.phone.clone(), status: c.status.clone() }))
+        Ok(map.get(phone).map(|c| CustomerRow {
+            id: c.id,
+            name: c.name.clone(),
+            phone_e164: c.phone.clone(),
+            status: c.status.clone(),
+        }))
     }
     async fn recent_facts(&self, id: i64, limit: u32) -> Result<Vec<String>, PortError> {
         self.step("recent_facts").await?;
-        Ok(self.by_id(id).map(|c| c.facts.into_iter().take(limit as usize).collect()).unwrap_or_default())
+        Ok(self
+            .by_id(id)
+            .map(|c| c.facts.into_iter().take(limit as usize).collect())
+            .unwrap_or_default())
     }
     async fn last_call(&self, id: i64) -> Result<Option<LastCall>, PortError> {
         self.step("last_call").await?;
@@ -91,11 +122,19 @@ impl CrmStore for MemoryCrm {
     }
     async fn pending_tasks(&self, id: i64, limit: u32) -> Result<Vec<TaskSummary>, PortError> {
         self.step("pending_tasks").await?;
-        Ok(self.by_id(id).map(|c| c.tasks.into_iter().take(limit as usize).collect()).unwrap_or_default())
+        Ok(self
+            .by_id(id)
+            .map(|c| c.tasks.into_iter().take(limit as usize).collect())
+            .unwrap_or_default())
     }
     async fn recent_summaries(&self, id: i64, _limit: u32) -> Result<Vec<String>, PortError> {
         self.step("recent_summaries").await?;
-        Ok(self.by_id(id).and_then(|c| c.last_call).and_then(|l| l.summary).into_iter().collect())
+        Ok(self
+            .by_id(id)
+            .and_then(|c| c.last_call)
+            .and_then(|l| l.summary)
+            .into_iter()
+            .collect())
     }
 }
 
@@ -117,14 +156,22 @@ impl MemoryConversations {
     }
     pub fn transcript(&self, sid: &CallSid) -> Vec<ConversationMessage> {
         let map = self.messages.lock().unwrap_or_else(|p| p.into_inner());
-        map.range((sid.clone(), 0)..=(sid.clone(), u64::MAX)).map(|(_, m)| m.clone()).collect()
+        map.range((sid.clone(), 0)..=(sid.clone(), u64::MAX))
+            .map(|(_, m)| m.clone())
+            .collect()
     }
     pub fn record(&self, sid: &CallSid) -> Option<CallRecord> {
-        self.records.lock().unwrap_or_else(|p| p.into_inner()).get(sid).cloned()
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sid)
+            .cloned()
     }
     pub fn states(&self, sid: &CallSid) -> Vec<crate::machine::CallState> {
         let map = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
-        map.range((sid.clone(), 0)..=(sid.clone(), u64::MAX)).map(|(_, t)| t.to).collect()
+        map.range((sid.clone(), 0)..=(sid.clone(), u64::MAX))
+            .map(|(_, t)| t.to)
+            .collect()
     }
 }
 
@@ -134,17 +181,28 @@ impl ConversationStore for MemoryConversations {
         if self.down.load(Ordering::Acquire) {
             return Err(PortError::unavailable("database is down"));
         }
-        self.rows_attempted.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.batches.lock().unwrap_or_else(|p| p.into_inner()).push(batch.len());
+        self.rows_attempted
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(batch.len());
         let mut messages = self.messages.lock().unwrap_or_else(|p| p.into_inner());
         let mut transitions = self.transitions.lock().unwrap_or_else(|p| p.into_inner());
         for row in batch {
             match row {
                 PersistRecord::Message { call_sid, message } => {
-                    messages.entry((call_sid.clone(), message.seq)).or_insert_with(|| message.clone());
+                    messages
+                        .entry((call_sid.clone(), message.seq))
+                        .or_insert_with(|| message.clone());
                 }
-                PersistRecord::Transition { call_sid, transition } => {
-                    transitions.entry((call_sid.clone(), transition.seq)).or_insert_with(|| transition.clone());
+                PersistRecord::Transition {
+                    call_sid,
+                    transition,
+                } => {
+                    transitions
+                        .entry((call_sid.clone(), transition.seq))
+                        .or_insert_with(|| transition.clone());
                 }
             }
         }
@@ -154,7 +212,10 @@ impl ConversationStore for MemoryConversations {
         if self.down.load(Ordering::Acquire) {
             return Err(PortError::unavailable("database is down"));
         }
-        self.records.lock().unwrap_or_else(|p| p.into_inner()).insert(record.call_sid.clone(), record.clone());
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(record.call_sid.clone(), record.clone());
         Ok(())
     }
 }
@@ -184,7 +245,12 @@ pub struct ScriptedLlm {
 
 impl ScriptedLlm {
     pub fn new(reply: &str, token_delay: Duration) -> Self {
-        ScriptedLlm { reply: reply.into(), token_delay, requests: Mutex::new(Vec::new()), dropped: Arc::new(AtomicU64::new(0)) }
+        ScriptedLlm {
+            reply: reply.into(),
+            token_delay,
+            requests: Mutex::new(Vec::new()),
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
     }
 }
 
@@ -203,11 +269,17 @@ impl Drop for DropWatch {
 
 impl LlmClient for ScriptedLlm {
     fn stream(&self, request: LlmRequest) -> BoxStream<'static, Result<String, PortError>> {
-        self.requests.lock().unwrap_or_else(|p| p.into_inner()).push(request);
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(request);
         let words: Vec<String> = self.reply.split_inclusive(' ').map(str::to_owned).collect();
         let delay = self.token_delay;
         let count = words.len();
-        let watch = Arc::new(Mutex::new(DropWatch { finished: false, dropped: self.dropped.clone() }));
+        let watch = Arc::new(Mutex::new(DropWatch {
+            finished: false,
+            dropped: self.dropped.clone(),
+        }));
         stream::iter(words.into_iter().enumerate())
             .then(move |(i, w)| {
                 let watch = watch.clone();

@@ -7,31 +7,48 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use switchboard_actors::machine::{CallMachine, CallState, Effect, Event, MachineConfig, TimerKind};
+use switchboard_actors::machine::{
+    CallMachine, CallState, Effect, Event, MachineConfig, TimerKind,
+};
 use switchboard_actors::*;
 
 #[derive(Clone, Debug)]
 enum Action {
-    Start { relay: bool, phone: bool, parameter_name: bool },
-    ContextFound { with_name: bool },
+    Start {
+        relay: bool,
+        phone: bool,
+        parameter_name: bool,
+    },
+    ContextFound {
+        with_name: bool,
+    },
     ContextNotFound,
     ContextFailed,
     StartedSpeaking,
-    Utterance { text: u8, is_final: bool },
+    Utterance {
+        text: u8,
+        is_final: bool,
+    },
     EchoOldestMark,
     EchoAllMarks,
     Clear,
-    LlmToken { text: u8 },
+    LlmToken {
+        text: u8,
+    },
     LlmDone,
     LlmFailed,
     StaleLlmToken,
     NameCaptured,
     NameNotFound,
     Dtmf,
-    FireArmedTimer { pick: u8 },
+    FireArmedTimer {
+        pick: u8,
+    },
     FireStaleTimer,
     UnknownMark,
-    Interrupt { heard_all: bool },
+    Interrupt {
+        heard_all: bool,
+    },
     GreetingPlayed,
     Hangup,
     Fatal,
@@ -41,12 +58,19 @@ enum Action {
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(relay, phone, parameter_name)| Action::Start { relay, phone, parameter_name }),
+        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(relay, phone, parameter_name)| {
+            Action::Start {
+                relay,
+                phone,
+                parameter_name,
+            }
+        }),
         any::<bool>().prop_map(|with_name| Action::ContextFound { with_name }),
         Just(Action::ContextNotFound),
         Just(Action::ContextFailed),
         Just(Action::StartedSpeaking),
-        (any::<u8>(), any::<bool>()).prop_map(|(text, is_final)| Action::Utterance { text, is_final }),
+        (any::<u8>(), any::<bool>())
+            .prop_map(|(text, is_final)| Action::Utterance { text, is_final }),
         Just(Action::EchoOldestMark),
         Just(Action::EchoAllMarks),
         Just(Action::Clear),
@@ -69,8 +93,18 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
-const UTTERANCES: &[&str] = &["my name is Zoe", "what are my tasks?", "", "   ", "I'm calling about my order", "yes", "🙂 ok"];
-const TOKENS: &[&str] = &["Hello", " there. ", "How can ", "I help?", "\n", "Done! ", "ok"];
+const UTTERANCES: &[&str] = &[
+    "my name is Zoe",
+    "what are my tasks?",
+    "",
+    "   ",
+    "I'm calling about my order",
+    "yes",
+    "🙂 ok",
+];
+const TOKENS: &[&str] = &[
+    "Hello", " there. ", "How can ", "I help?", "\n", "Done! ", "ok",
+];
 
 struct Shell {
     m: CallMachine,
@@ -98,7 +132,10 @@ impl Shell {
     fn apply(&mut self, event: Event) -> Result<Vec<Effect>, TestCaseError> {
         self.now += 7;
         let accepted_utterance = match &event {
-            Event::CallerUtterance { text, is_final: true } if !text.trim().is_empty() => Some(text.trim().to_owned()),
+            Event::CallerUtterance {
+                text,
+                is_final: true,
+            } if !text.trim().is_empty() => Some(text.trim().to_owned()),
             _ => None,
         };
         let fx = self.m.handle(self.now, event);
@@ -108,8 +145,16 @@ impl Shell {
                 Effect::Speak(s) if !s.mark.is_empty() => self.pending_marks.push(s.mark.clone()),
                 Effect::ClearPlayback => self.pending_marks.clear(),
                 Effect::PersistMessage(m) => {
-                    prop_assert_eq!(m.seq, self.persisted.len() as u64, "message seqs are contiguous");
-                    prop_assert_eq!(m.role == Role::Agent, m.turn.is_some(), "agent lines carry their turn");
+                    prop_assert_eq!(
+                        m.seq,
+                        self.persisted.len() as u64,
+                        "message seqs are contiguous"
+                    );
+                    prop_assert_eq!(
+                        m.role == Role::Agent,
+                        m.turn.is_some(),
+                        "agent lines carry their turn"
+                    );
                     if let Some(turn) = m.turn {
                         let again = self.persisted.iter().any(|p| p.turn == Some(turn));
                         prop_assert!(!again, "agent turn {} persisted twice", turn);
@@ -121,7 +166,10 @@ impl Shell {
                         prop_assert_eq!(prev.to, t.from);
                         prop_assert_eq!(prev.seq + 1, t.seq);
                     }
-                    prop_assert!(t.to != CallState::Ended || t.from == CallState::Finalizing, "Ended only after Finalizing");
+                    prop_assert!(
+                        t.to != CallState::Ended || t.from == CallState::Finalizing,
+                        "Ended only after Finalizing"
+                    );
                     self.transitions.push(t.clone());
                 }
                 Effect::Finalize(_) => {
@@ -139,7 +187,11 @@ impl Shell {
                 .count();
             prop_assert_eq!(stored, 1, "an accepted utterance is persisted exactly once");
         }
-        prop_assert_eq!(self.m.conversation(), &self.persisted[..], "the machine's conversation is what was persisted");
+        prop_assert_eq!(
+            self.m.conversation(),
+            &self.persisted[..],
+            "the machine's conversation is what was persisted"
+        );
         Ok(fx)
     }
 
@@ -148,7 +200,11 @@ impl Shell {
         Some(match a.clone() {
             Action::Start { .. } | Action::SecondStart => {
                 let (relay, phone, parameter_name) = match a {
-                    Action::Start { relay, phone, parameter_name } => (*relay, *phone, *parameter_name),
+                    Action::Start {
+                        relay,
+                        phone,
+                        parameter_name,
+                    } => (*relay, *phone, *parameter_name),
                     _ => (false, true, false),
                 };
                 let mut custom_parameters = BTreeMap::new();
@@ -158,31 +214,45 @@ impl Shell {
                 Event::CallStarted(Box::new(CallStart {
                     call_sid: CallSid("CAprop".into()),
                     stream_sid: None,
-                    caller: Caller { raw: "+15551230000".into(), e164: phone.then(|| "+15551230000".to_string()) },
+                    caller: Caller {
+                        raw: "+15551230000".into(),
+                        e164: phone.then(|| "+15551230000".to_string()),
+                    },
                     called: None,
                     direction: "inbound".into(),
-                    transport: if relay { Transport::Relay } else { Transport::MediaStream },
+                    transport: if relay {
+                        Transport::Relay
+                    } else {
+                        Transport::MediaStream
+                    },
                     custom_parameters,
                 }))
             }
-            Action::ContextFound { with_name } => Event::ContextArrived(ContextResult::Found(Box::new(CustomerContext {
-                customer_id: 1,
-                name: with_name.then(|| "Kim".to_string()),
-                phone: "+15551230000".into(),
-                status: "active".into(),
-                ..Default::default()
-            }))),
-            Action::ContextNotFound => Event::ContextArrived(ContextResult::NotFound),
-            Action::ContextFailed => Event::ContextFailed { reason: "db down".into() },
-            Action::StartedSpeaking => Event::CallerStartedSpeaking,
-            Action::Utterance { text, is_final } => {
-                Event::CallerUtterance { text: UTTERANCES[text as usize % UTTERANCES.len()].into(), is_final }
+            Action::ContextFound { with_name } => {
+                Event::ContextArrived(ContextResult::Found(Box::new(CustomerContext {
+                    customer_id: 1,
+                    name: with_name.then(|| "Kim".to_string()),
+                    phone: "+15551230000".into(),
+                    status: "active".into(),
+                    ..Default::default()
+                })))
             }
+            Action::ContextNotFound => Event::ContextArrived(ContextResult::NotFound),
+            Action::ContextFailed => Event::ContextFailed {
+                reason: "db down".into(),
+            },
+            Action::StartedSpeaking => Event::CallerStartedSpeaking,
+            Action::Utterance { text, is_final } => Event::CallerUtterance {
+                text: UTTERANCES[text as usize % UTTERANCES.len()].into(),
+                is_final,
+            },
             Action::EchoOldestMark => {
                 if self.pending_marks.is_empty() {
                     return None;
                 }
-                Event::MarkEchoed { name: self.pending_marks.remove(0) }
+                Event::MarkEchoed {
+                    name: self.pending_marks.remove(0),
+                }
             }
             Action::EchoAllMarks => {
                 let mark = self.pending_marks.pop()?;
@@ -193,11 +263,23 @@ impl Shell {
                 let mark = self.pending_marks.first()?.clone();
                 Event::MarkEchoed { name: mark }
             }
-            Action::LlmToken { text } => Event::LlmToken { turn: turn?, text: TOKENS[text as usize % TOKENS.len()].into() },
+            Action::LlmToken { text } => Event::LlmToken {
+                turn: turn?,
+                text: TOKENS[text as usize % TOKENS.len()].into(),
+            },
             Action::LlmDone => Event::LlmDone { turn: turn? },
-            Action::LlmFailed => Event::LlmFailed { turn: turn?, reason: "500".into() },
-            Action::StaleLlmToken => Event::LlmToken { turn: self.last_turn.saturating_sub(1), text: "stale".into() },
-            Action::NameCaptured => Event::NameCaptured { attempt: 1, name: "Zoe".into() },
+            Action::LlmFailed => Event::LlmFailed {
+                turn: turn?,
+                reason: "500".into(),
+            },
+            Action::StaleLlmToken => Event::LlmToken {
+                turn: self.last_turn.saturating_sub(1),
+                text: "stale".into(),
+            },
+            Action::NameCaptured => Event::NameCaptured {
+                attempt: 1,
+                name: "Zoe".into(),
+            },
             Action::NameNotFound => Event::NameNotFound { attempt: 1 },
             Action::Dtmf => Event::Dtmf { digit: "4".into() },
             Action::FireArmedTimer { pick } => {
@@ -206,14 +288,26 @@ impl Shell {
                     return None;
                 }
                 let t = armed[pick as usize % armed.len()];
-                Event::TimerFired { kind: t.kind, generation: t.generation }
+                Event::TimerFired {
+                    kind: t.kind,
+                    generation: t.generation,
+                }
             }
-            Action::FireStaleTimer => Event::TimerFired { kind: TimerKind::Silence, generation: 0 },
-            Action::UnknownMark => Event::MarkEchoed { name: "bogus".into() },
-            Action::Interrupt { heard_all } => Event::AgentInterrupted { heard: if heard_all { None } else { Some("Hel".into()) } },
+            Action::FireStaleTimer => Event::TimerFired {
+                kind: TimerKind::Silence,
+                generation: 0,
+            },
+            Action::UnknownMark => Event::MarkEchoed {
+                name: "bogus".into(),
+            },
+            Action::Interrupt { heard_all } => Event::AgentInterrupted {
+                heard: if heard_all { None } else { Some("Hel".into()) },
+            },
             Action::GreetingPlayed => Event::GreetingPlayed,
             Action::Hangup => Event::OperatorHangup,
-            Action::Fatal => Event::Fatal { reason: "budget".into() },
+            Action::Fatal => Event::Fatal {
+                reason: "budget".into(),
+            },
             Action::Persisted => {
                 if !self.finalize_requested {
                     return None;

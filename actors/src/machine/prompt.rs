@@ -17,7 +17,10 @@ pub(super) fn build_request(m: &CallMachine) -> LlmRequest {
         m.call_start().map(|s| &s.caller),
     ));
     let mut messages = Vec::with_capacity(m.conversation().len() + 1);
-    messages.push(ChatMessage { role: "system".into(), content: system });
+    messages.push(ChatMessage {
+        role: "system".into(),
+        content: system,
+    });
     for msg in m.conversation() {
         let role = match msg.role {
             Role::Caller => "user",
@@ -29,7 +32,10 @@ pub(super) fn build_request(m: &CallMachine) -> LlmRequest {
         } else {
             msg.text.clone()
         };
-        messages.push(ChatMessage { role: role.into(), content });
+        messages.push(ChatMessage {
+            role: role.into(),
+            content,
+        });
     }
     LlmRequest { messages }
 }
@@ -46,7 +52,11 @@ pub fn context_block(
     match customer {
         Some(c) => {
             let _ = writeln!(b, "customer_id: {}", c.customer_id);
-            let _ = writeln!(b, "name: {}", name.or(c.name.as_deref()).unwrap_or("unknown"));
+            let _ = writeln!(
+                b,
+                "name: {}",
+                name.or(c.name.as_deref()).unwrap_or("unknown")
+            );
             let _ = writeln!(b, "phone: {}", c.phone);
             let _ = writeln!(b, "status: {}", c.status);
             if !c.facts.is_empty() {
@@ -78,13 +88,21 @@ pub fn context_block(
                 }
             }
             if c.partial {
-                let _ = writeln!(b, "note: context is partial (missing: {})", c.missing.join(", "));
+                let _ = writeln!(
+                    b,
+                    "note: context is partial (missing: {})",
+                    c.missing.join(", ")
+                );
             }
         }
         None => {
             b.push_str("The caller is not a known customer.\n");
             if let Some(caller) = caller {
-                let _ = writeln!(b, "caller_id: {}", caller.e164.as_deref().unwrap_or(&caller.raw));
+                let _ = writeln!(
+                    b,
+                    "caller_id: {}",
+                    caller.e164.as_deref().unwrap_or(&caller.raw)
+                );
             }
             if let Some(n) = name {
                 let _ = writeln!(b, "name: {n}");

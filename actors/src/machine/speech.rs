@@ -9,15 +9,10 @@ const MAX_PIECE_CHARS: usize = 220;
 /// the remainder is returned too (the reply is complete).
 pub fn split_speakable(pending: &mut String, flush: bool) -> Vec<String> {
     let mut pieces = Vec::new();
-    loop {
-        match sentence_end(pending) {
-            Some(end) => {
-                let rest = pending.split_off(end);
-                let piece = std::mem::replace(pending, rest);
-                push_trimmed(&mut pieces, &piece);
-            }
-            None => break,
-        }
+    while let Some(end) = sentence_end(pending) {
+        let rest = pending.split_off(end);
+        let piece = std::mem::replace(pending, rest);
+        push_trimmed(&mut pieces, &piece);
     }
     if pending.chars().count() > MAX_PIECE_CHARS
         && let Some(space) = pending.rfind(char::is_whitespace)

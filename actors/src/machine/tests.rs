@@ -12,7 +12,10 @@ fn start(transport: Transport, phone: Option<&str>) -> Box<CallStart> {
     Box::new(CallStart {
         call_sid: CallSid("CA0001".into()),
         stream_sid: Some("MZ0001".into()),
-        caller: Caller { raw: phone.unwrap_or("anonymous").into(), e164: phone.map(str::to_owned) },
+        caller: Caller {
+            raw: phone.unwrap_or("anonymous").into(),
+            e164: phone.map(str::to_owned),
+        },
         called: Some("+15557654321".into()),
         direction: "inbound".into(),
         transport,
@@ -27,7 +30,11 @@ fn customer(name: Option<&str>) -> ContextResult {
         phone: "+15551234567".into(),
         status: "active".into(),
         facts: vec!["Prefers email".into()],
-        pending_tasks: vec![TaskSummary { title: "Send invoice".into(), due_at_ms: Some(T0), priority: 1 }],
+        pending_tasks: vec![TaskSummary {
+            title: "Send invoice".into(),
+            due_at_ms: Some(T0),
+            priority: 1,
+        }],
         ..Default::default()
     }))
 }
@@ -43,7 +50,12 @@ struct Sim {
 
 impl Sim {
     fn new() -> Self {
-        Sim { m: CallMachine::new(Arc::new(MachineConfig::default()), T0), now: T0, effects: Vec::new(), pending_marks: Vec::new() }
+        Sim {
+            m: CallMachine::new(Arc::new(MachineConfig::default()), T0),
+            now: T0,
+            effects: Vec::new(),
+            pending_marks: Vec::new(),
+        }
     }
     fn send(&mut self, e: Event) -> Vec<Effect> {
         self.now += 10;
@@ -59,7 +71,7 @@ impl Sim {
         self.effects.extend(fx.iter().cloned());
         fx
     }
-        /// Twilio finishes playing what is queued now (not what the machine says in response).
+    /// Twilio finishes playing what is queued now (not what the machine says in response).
     fn play_all(&mut self) {
         for mark in std::mem::take(&mut self.pending_marks) {
             self.send(Event::MarkEchoed { name: mark });
@@ -101,7 +113,10 @@ fn machine_in(state: CallState) -> Sim {
     match state {
         CallState::Connected => {}
         CallState::Greeting => {
-            s.send(Event::CallStarted(start(Transport::MediaStream, Some("+15551234567"))));
+            s.send(Event::CallStarted(start(
+                Transport::MediaStream,
+                Some("+15551234567"),
+            )));
             s.send(Event::ContextArrived(ContextResult::NotFound));
         }
         CallState::AwaitingName => {
@@ -109,13 +124,19 @@ fn machine_in(state: CallState) -> Sim {
             s.play_all();
         }
         CallState::Enriched => {
-            s.send(Event::CallStarted(start(Transport::MediaStream, Some("+15551234567"))));
+            s.send(Event::CallStarted(start(
+                Transport::MediaStream,
+                Some("+15551234567"),
+            )));
             s.send(Event::ContextArrived(customer(Some("Ana Souza"))));
             s.play_all();
         }
         CallState::Conversing => {
             s = machine_in(CallState::Enriched);
-            s.send(Event::CallerUtterance { text: "What are my open tasks?".into(), is_final: true });
+            s.send(Event::CallerUtterance {
+                text: "What are my open tasks?".into(),
+                is_final: true,
+            });
         }
         CallState::Finalizing => {
             s = machine_in(CallState::Conversing);
@@ -134,59 +155,131 @@ fn machine_in(state: CallState) -> Sim {
 /// The sample events of the table, by row name.
 fn sample_events() -> Vec<(&'static str, Event)> {
     vec![
-        ("call_started", Event::CallStarted(start(Transport::MediaStream, Some("+15550000000")))),
+        (
+            "call_started",
+            Event::CallStarted(start(Transport::MediaStream, Some("+15550000000"))),
+        ),
         ("greeting_played", Event::GreetingPlayed),
-        ("context_found", Event::ContextArrived(customer(Some("Ana Souza")))),
-        ("context_not_found", Event::ContextArrived(ContextResult::NotFound)),
-        ("context_failed", Event::ContextFailed { reason: "database unreachable".into() }),
+        (
+            "context_found",
+            Event::ContextArrived(customer(Some("Ana Souza"))),
+        ),
+        (
+            "context_not_found",
+            Event::ContextArrived(ContextResult::NotFound),
+        ),
+        (
+            "context_failed",
+            Event::ContextFailed {
+                reason: "database unreachable".into(),
+            },
+        ),
         ("context_timed_out", Event::ContextTimedOut),
         ("caller_started_speaking", Event::CallerStartedSpeaking),
-        ("caller_utterance", Event::CallerUtterance { text: "hello there".into(), is_final: true }),
-        ("caller_partial", Event::CallerUtterance { text: "hel".into(), is_final: false }),
-        ("agent_interrupted", Event::AgentInterrupted { heard: Some("Thanks".into()) }),
-        ("llm_token_stale", Event::LlmToken { turn: 999, text: "x".into() }),
+        (
+            "caller_utterance",
+            Event::CallerUtterance {
+                text: "hello there".into(),
+                is_final: true,
+            },
+        ),
+        (
+            "caller_partial",
+            Event::CallerUtterance {
+                text: "hel".into(),
+                is_final: false,
+            },
+        ),
+        (
+            "agent_interrupted",
+            Event::AgentInterrupted {
+                heard: Some("Thanks".into()),
+            },
+        ),
+        (
+            "llm_token_stale",
+            Event::LlmToken {
+                turn: 999,
+                text: "x".into(),
+            },
+        ),
         ("llm_done_stale", Event::LlmDone { turn: 999 }),
-        ("llm_failed_stale", Event::LlmFailed { turn: 999, reason: "x".into() }),
-        ("name_captured", Event::NameCaptured { attempt: 1, name: "Bob".into() }),
+        (
+            "llm_failed_stale",
+            Event::LlmFailed {
+                turn: 999,
+                reason: "x".into(),
+            },
+        ),
+        (
+            "name_captured",
+            Event::NameCaptured {
+                attempt: 1,
+                name: "Bob".into(),
+            },
+        ),
         ("name_not_found", Event::NameNotFound { attempt: 1 }),
         ("dtmf", Event::Dtmf { digit: "5".into() }),
-        ("mark_unknown", Event::MarkEchoed { name: "nobody-sent-this".into() }),
+        (
+            "mark_unknown",
+            Event::MarkEchoed {
+                name: "nobody-sent-this".into(),
+            },
+        ),
         ("operator_hangup", Event::OperatorHangup),
         ("stream_stopped", Event::StreamStopped),
-        ("fatal", Event::Fatal { reason: "restart budget exhausted".into() }),
-        ("timer_stale", Event::TimerFired { kind: TimerKind::Silence, generation: 999 }),
+        (
+            "fatal",
+            Event::Fatal {
+                reason: "restart budget exhausted".into(),
+            },
+        ),
+        (
+            "timer_stale",
+            Event::TimerFired {
+                kind: TimerKind::Silence,
+                generation: 999,
+            },
+        ),
         ("persisted", Event::Persisted),
     ]
 }
 
-use CallState::{AwaitingName as Aw, Connected as Co, Conversing as Cv, Ended as En, Enriched as Er, Finalizing as Fi, Greeting as Gr};
+use CallState::{
+    AwaitingName as Aw, Connected as Co, Conversing as Cv, Ended as En, Enriched as Er,
+    Finalizing as Fi, Greeting as Gr,
+};
 
 /// Expected state after the event, per starting state (Co, Gr, Aw, Er, Cv, Fi, En), and whether
 /// the event is ignored ("i") or handled ("h") there.
 fn table() -> Vec<(&'static str, [CallState; 7], &'static str)> {
     vec![
-        ("call_started",            [Gr, Gr, Aw, Er, Cv, Fi, En], "hiiiiii"),
-        ("greeting_played",         [Co, Aw, Aw, Er, Cv, Fi, En], "ihiiiii"),
-        ("context_found",           [Co, Gr, Er, Er, Cv, Fi, En], "ihhhhhi"),
-        ("context_not_found",       [Co, Gr, Aw, Er, Cv, Fi, En], "ihhhhhi"),
-        ("context_failed",          [Co, Gr, Aw, Er, Cv, Fi, En], "ihhhhhi"),
-        ("context_timed_out",       [Co, Gr, Aw, Er, Cv, Fi, En], "ihhhhhi"),
-        ("caller_started_speaking", [Co, Aw, Aw, Er, Cv, Fi, En], "ihhhhii"),
-        ("caller_utterance",        [Co, Aw, Aw, Cv, Cv, Fi, En], "ihhhhii"),
-        ("caller_partial",          [Co, Aw, Aw, Er, Cv, Fi, En], "ihhhhii"),
-        ("agent_interrupted",       [Co, Aw, Aw, Er, Cv, Fi, En], "ihhihii"),
-        ("llm_token_stale",         [Co, Gr, Aw, Er, Cv, Fi, En], "iiiiiii"),
-        ("llm_done_stale",          [Co, Gr, Aw, Er, Cv, Fi, En], "iiiiiii"),
-        ("llm_failed_stale",        [Co, Gr, Aw, Er, Cv, Fi, En], "iiiiiii"),
-        ("name_captured",           [Co, Gr, Cv, Er, Cv, Fi, En], "iihiiii"),
-        ("name_not_found",          [Co, Gr, Aw, Er, Cv, Fi, En], "iihiiii"),
-        ("dtmf",                    [Co, Gr, Aw, Er, Cv, Fi, En], "ihhhhii"),
-        ("mark_unknown",            [Co, Gr, Aw, Er, Cv, Fi, En], "iiiiiii"),
-        ("operator_hangup",         [Fi, Fi, Fi, Fi, Fi, Fi, En], "hhhhhii"),
-        ("stream_stopped",          [Fi, Fi, Fi, Fi, Fi, Fi, En], "hhhhhii"),
-        ("fatal",                   [Fi, Fi, Fi, Fi, Fi, Fi, En], "hhhhhii"),
-        ("timer_stale",             [Co, Gr, Aw, Er, Cv, Fi, En], "iiiiiii"),
-        ("persisted",               [Co, Gr, Aw, Er, Cv, En, En], "iiiiihi"),
+        ("call_started", [Gr, Gr, Aw, Er, Cv, Fi, En], "hiiiiii"),
+        ("greeting_played", [Co, Aw, Aw, Er, Cv, Fi, En], "ihiiiii"),
+        ("context_found", [Co, Gr, Er, Er, Cv, Fi, En], "ihhhhhi"),
+        ("context_not_found", [Co, Gr, Aw, Er, Cv, Fi, En], "ihhhhhi"),
+        ("context_failed", [Co, Gr, Aw, Er, Cv, Fi, En], "ihhhhhi"),
+        ("context_timed_out", [Co, Gr, Aw, Er, Cv, Fi, En], "ihhhhhi"),
+        (
+            "caller_started_speaking",
+            [Co, Aw, Aw, Er, Cv, Fi, En],
+            "ihhhhii",
+        ),
+        ("caller_utterance", [Co, Aw, Aw, Cv, Cv, Fi, En], "ihhhhii"),
+        ("caller_partial", [Co, Aw, Aw, Er, Cv, Fi, En], "ihhhhii"),
+        ("agent_interrupted", [Co, Aw, Aw, Er, Cv, Fi, En], "ihhihii"),
+        ("llm_token_stale", [Co, Gr, Aw, Er, Cv, Fi, En], "iiiiiii"),
+        ("llm_done_stale", [Co, Gr, Aw, Er, Cv, Fi, En], "iiiiiii"),
+        ("llm_failed_stale", [Co, Gr, Aw, Er, Cv, Fi, En], "iiiiiii"),
+        ("name_captured", [Co, Gr, Cv, Er, Cv, Fi, En], "iihiiii"),
+        ("name_not_found", [Co, Gr, Aw, Er, Cv, Fi, En], "iihiiii"),
+        ("dtmf", [Co, Gr, Aw, Er, Cv, Fi, En], "ihhhhii"),
+        ("mark_unknown", [Co, Gr, Aw, Er, Cv, Fi, En], "iiiiiii"),
+        ("operator_hangup", [Fi, Fi, Fi, Fi, Fi, Fi, En], "hhhhhii"),
+        ("stream_stopped", [Fi, Fi, Fi, Fi, Fi, Fi, En], "hhhhhii"),
+        ("fatal", [Fi, Fi, Fi, Fi, Fi, Fi, En], "hhhhhii"),
+        ("timer_stale", [Co, Gr, Aw, Er, Cv, Fi, En], "iiiiiii"),
+        ("persisted", [Co, Gr, Aw, Er, Cv, En, En], "iiiiihi"),
     ]
 }
 
@@ -209,7 +302,10 @@ fn every_state_and_event_has_a_defined_outcome() {
             );
             let was_ignored = ignored(&fx);
             let expect_ignored = handled.as_bytes()[col] == b'i';
-            assert_eq!(was_ignored, expect_ignored, "{name} in {from:?}: ignored={was_ignored} (effects: {fx:?})");
+            assert_eq!(
+                was_ignored, expect_ignored,
+                "{name} in {from:?}: ignored={was_ignored} (effects: {fx:?})"
+            );
             assert_eq!(sim.m.ignored_events() - before, u64::from(was_ignored));
             // A transition, when there is one, is recorded with the event that caused it.
             if sim.state() != *from {
@@ -229,41 +325,73 @@ fn greeting_starts_at_once_for_a_caller_without_a_phone_number() {
     let mut s = Sim::new();
     let fx = s.send(Event::CallStarted(start(Transport::MediaStream, None)));
     assert_eq!(spoken(&fx), vec!["Thanks for calling Switchboard."]);
-    assert!(!fx.iter().any(|e| matches!(e, Effect::FetchContext { .. })), "anonymous never matches a customer");
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::FetchContext { .. })),
+        "anonymous never matches a customer"
+    );
     assert_eq!(s.m.context_status(), &ContextStatus::NotApplicable);
 }
 
 #[test]
 fn greeting_waits_a_little_for_context_then_goes_generic() {
     let mut s = Sim::new();
-    let fx = s.send(Event::CallStarted(start(Transport::MediaStream, Some("+15551234567"))));
-    assert!(fx.iter().any(|e| matches!(e, Effect::FetchContext { phone } if phone == "+15551234567")));
-    assert!(spoken(&fx).is_empty(), "waits up to greeting_wait_ms for a personal greeting");
+    let fx = s.send(Event::CallStarted(start(
+        Transport::MediaStream,
+        Some("+15551234567"),
+    )));
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::FetchContext { phone } if phone == "+15551234567"))
+    );
+    assert!(
+        spoken(&fx).is_empty(),
+        "waits up to greeting_wait_ms for a personal greeting"
+    );
     let generation = fx
         .iter()
         .find_map(|e| match e {
-            Effect::StartTimer { kind: TimerKind::GreetingWait, generation, after_ms: 100 } => Some(*generation),
+            Effect::StartTimer {
+                kind: TimerKind::GreetingWait,
+                generation,
+                after_ms: 100,
+            } => Some(*generation),
             _ => None,
         })
         .expect("greeting wait timer armed");
-    let fx = s.send(Event::TimerFired { kind: TimerKind::GreetingWait, generation });
+    let fx = s.send(Event::TimerFired {
+        kind: TimerKind::GreetingWait,
+        generation,
+    });
     assert_eq!(spoken(&fx), vec!["Thanks for calling Switchboard."]);
     // Context arriving after the greeting started: no second greeting, the name is used next.
     let fx = s.send(Event::ContextArrived(customer(Some("Ana Souza"))));
     assert!(spoken(&fx).is_empty());
     s.play_all();
-    assert_eq!(s.state(), CallState::Enriched, "known caller is not asked for a name");
+    assert_eq!(
+        s.state(),
+        CallState::Enriched,
+        "known caller is not asked for a name"
+    );
 }
 
 #[test]
 fn context_within_the_window_personalises_the_greeting() {
     let mut s = Sim::new();
-    s.send(Event::CallStarted(start(Transport::MediaStream, Some("+15551234567"))));
+    s.send(Event::CallStarted(start(
+        Transport::MediaStream,
+        Some("+15551234567"),
+    )));
     let fx = s.send(Event::ContextArrived(customer(Some("Ana Souza"))));
-    assert_eq!(spoken(&fx), vec!["Welcome back, Ana Souza! How can I help you today?"]);
+    assert_eq!(
+        spoken(&fx),
+        vec!["Welcome back, Ana Souza! How can I help you today?"]
+    );
     assert_eq!(s.m.name_source(), Some(NameSource::Crm));
     // The wait timer is stale now.
-    let fx = s.send(Event::TimerFired { kind: TimerKind::GreetingWait, generation: 1 });
+    let fx = s.send(Event::TimerFired {
+        kind: TimerKind::GreetingWait,
+        generation: 1,
+    });
     assert!(ignored(&fx));
 }
 
@@ -271,9 +399,13 @@ fn context_within_the_window_personalises_the_greeting() {
 fn call_parameters_name_wins_and_greets_at_once() {
     let mut s = Sim::new();
     let mut st = start(Transport::MediaStream, Some("+15551234567"));
-    st.custom_parameters.insert("CustomerName".into(), "Lead Lucy".into());
+    st.custom_parameters
+        .insert("CustomerName".into(), "Lead Lucy".into());
     let fx = s.send(Event::CallStarted(st));
-    assert_eq!(spoken(&fx), vec!["Welcome back, Lead Lucy! How can I help you today?"]);
+    assert_eq!(
+        spoken(&fx),
+        vec!["Welcome back, Lead Lucy! How can I help you today?"]
+    );
     s.send(Event::ContextArrived(customer(Some("Someone Else"))));
     assert_eq!(s.m.customer_name(), Some("Lead Lucy"));
     assert_eq!(s.m.name_source(), Some(NameSource::CallParameters));
@@ -287,26 +419,45 @@ fn late_context_in_awaiting_name_skips_the_question() {
     assert_eq!(s.state(), CallState::AwaitingName);
     let fx = s.send(Event::ContextArrived(customer(Some("Ana Souza"))));
     assert_eq!(s.state(), CallState::Enriched);
-    assert!(fx.contains(&Effect::ClearPlayback), "the pending name question is dropped");
-    assert_eq!(spoken(&fx), vec!["Oh, I see it's you, Ana Souza. Welcome back! How can I help you today?"]);
+    assert!(
+        fx.contains(&Effect::ClearPlayback),
+        "the pending name question is dropped"
+    );
+    assert_eq!(
+        spoken(&fx),
+        vec!["Oh, I see it's you, Ana Souza. Welcome back! How can I help you today?"]
+    );
 }
 
 #[test]
 fn late_context_in_conversing_reaches_the_next_llm_request() {
     let mut s = machine_in(CallState::AwaitingName);
     s.send(Event::NameNotFound { attempt: 1 });
-    s.send(Event::CallerUtterance { text: "I just want to ask about my bill".into(), is_final: true });
+    s.send(Event::CallerUtterance {
+        text: "I just want to ask about my bill".into(),
+        is_final: true,
+    });
     s.send(Event::NameNotFound { attempt: 2 });
-    s.send(Event::CallerUtterance { text: "no".into(), is_final: true });
+    s.send(Event::CallerUtterance {
+        text: "no".into(),
+        is_final: true,
+    });
     s.send(Event::NameNotFound { attempt: 3 });
     assert_eq!(s.state(), CallState::Conversing);
     let before = s.m.llm_request();
-    assert!(before.messages[0].content.contains("The caller is not a known customer."));
+    assert!(
+        before.messages[0]
+            .content
+            .contains("The caller is not a known customer.")
+    );
     s.send(Event::ContextArrived(customer(Some("Ana Souza"))));
     assert_eq!(s.state(), CallState::Conversing);
     let turn = s.last_turn();
     s.send(Event::LlmDone { turn });
-    let fx = s.send(Event::CallerUtterance { text: "So what's pending?".into(), is_final: true });
+    let fx = s.send(Event::CallerUtterance {
+        text: "So what's pending?".into(),
+        is_final: true,
+    });
     let request = fx
         .iter()
         .find_map(|e| match e {
@@ -315,38 +466,66 @@ fn late_context_in_conversing_reaches_the_next_llm_request() {
         })
         .expect("a new LLM request");
     let system = &request.messages[0].content;
-    assert!(system.contains("[CUSTOMER CONTEXT]\ncustomer_id: 42\nname: Ana Souza"), "{system}");
-    assert!(system.contains("- Send invoice (due 2023-11-14)"), "{system}");
+    assert!(
+        system.contains("[CUSTOMER CONTEXT]\ncustomer_id: 42\nname: Ana Souza"),
+        "{system}"
+    );
+    assert!(
+        system.contains("- Send invoice (due 2023-11-14)"),
+        "{system}"
+    );
 }
 
 #[test]
 fn late_context_while_greeting_plays_and_in_finalizing_is_kept_without_speaking() {
     let mut s = machine_in(CallState::Greeting);
     let fx = s.send(Event::ContextArrived(customer(Some("Ana Souza"))));
-    assert!(spoken(&fx).is_empty(), "the greeting already playing is not restarted");
+    assert!(
+        spoken(&fx).is_empty(),
+        "the greeting already playing is not restarted"
+    );
     s.play_all();
     assert_eq!(s.state(), CallState::Enriched);
 
     let mut s = machine_in(CallState::Finalizing);
     let fx = s.send(Event::ContextArrived(customer(Some("Ana Souza"))));
     assert!(spoken(&fx).is_empty() && !ignored(&fx));
-    assert_eq!(s.m.customer().map(|c| c.customer_id), Some(42), "recorded on the call");
+    assert_eq!(
+        s.m.customer().map(|c| c.customer_id),
+        Some(42),
+        "recorded on the call"
+    );
 }
 
 #[test]
 fn late_context_in_enriched_updates_the_context() {
     let mut s = machine_in(CallState::Enriched);
-    let fx = s.send(Event::ContextFailed { reason: "late failure".into() });
+    let fx = s.send(Event::ContextFailed {
+        reason: "late failure".into(),
+    });
     assert!(!ignored(&fx));
-    assert_eq!(s.m.context_status(), &ContextStatus::Found { partial: false }, "a found context is not downgraded");
+    assert_eq!(
+        s.m.context_status(),
+        &ContextStatus::Found { partial: false },
+        "a found context is not downgraded"
+    );
 }
 
 #[test]
 fn context_failure_is_visible_and_the_call_proceeds_as_unknown() {
     let mut s = Sim::new();
-    s.send(Event::CallStarted(start(Transport::MediaStream, Some("+15551234567"))));
-    let fx = s.send(Event::ContextFailed { reason: "database unreachable".into() });
-    assert_eq!(spoken(&fx), vec!["Thanks for calling Switchboard."], "greeting starts at once");
+    s.send(Event::CallStarted(start(
+        Transport::MediaStream,
+        Some("+15551234567"),
+    )));
+    let fx = s.send(Event::ContextFailed {
+        reason: "database unreachable".into(),
+    });
+    assert_eq!(
+        spoken(&fx),
+        vec!["Thanks for calling Switchboard."],
+        "greeting starts at once"
+    );
     assert_eq!(s.m.context_status().label(), "failed: database unreachable");
     s.play_all();
     assert_eq!(s.state(), CallState::AwaitingName);
@@ -355,11 +534,26 @@ fn context_failure_is_visible_and_the_call_proceeds_as_unknown() {
 #[test]
 fn name_capture_stores_the_name_and_moves_on() {
     let mut s = machine_in(CallState::AwaitingName);
-    let fx = s.send(Event::CallerUtterance { text: "my name is Bob Stone".into(), is_final: true });
-    assert!(fx.contains(&Effect::ExtractName { attempt: 1, utterance: "my name is Bob Stone".into() }));
-    let fx = s.send(Event::NameCaptured { attempt: 1, name: "Bob Stone".into() });
-    assert!(fx.contains(&Effect::StoreName { name: "Bob Stone".into(), phone: Some("+15551234567".into()) }));
-    assert_eq!(spoken(&fx), vec!["Nice to meet you, Bob Stone! How can I help you today?"]);
+    let fx = s.send(Event::CallerUtterance {
+        text: "my name is Bob Stone".into(),
+        is_final: true,
+    });
+    assert!(fx.contains(&Effect::ExtractName {
+        attempt: 1,
+        utterance: "my name is Bob Stone".into()
+    }));
+    let fx = s.send(Event::NameCaptured {
+        attempt: 1,
+        name: "Bob Stone".into(),
+    });
+    assert!(fx.contains(&Effect::StoreName {
+        name: "Bob Stone".into(),
+        phone: Some("+15551234567".into())
+    }));
+    assert_eq!(
+        spoken(&fx),
+        vec!["Nice to meet you, Bob Stone! How can I help you today?"]
+    );
     assert_eq!(s.state(), CallState::Conversing);
     assert_eq!(s.m.name_source(), Some(NameSource::Captured));
 }
@@ -367,13 +561,25 @@ fn name_capture_stores_the_name_and_moves_on() {
 #[test]
 fn name_capture_gives_up_after_the_configured_tries_and_answers_the_caller() {
     let mut s = machine_in(CallState::AwaitingName);
-    s.send(Event::CallerUtterance { text: "I'm calling about my order".into(), is_final: true });
+    s.send(Event::CallerUtterance {
+        text: "I'm calling about my order".into(),
+        is_final: true,
+    });
     let fx = s.send(Event::NameNotFound { attempt: 1 });
-    assert_eq!(spoken(&fx), vec!["Sorry, I didn't catch your name. Could you tell me again?"]);
-    s.send(Event::CallerUtterance { text: "it's urgent".into(), is_final: true });
+    assert_eq!(
+        spoken(&fx),
+        vec!["Sorry, I didn't catch your name. Could you tell me again?"]
+    );
+    s.send(Event::CallerUtterance {
+        text: "it's urgent".into(),
+        is_final: true,
+    });
     let fx = s.send(Event::NameNotFound { attempt: 2 });
     assert_eq!(s.state(), CallState::Conversing);
-    assert!(fx.iter().any(|e| matches!(e, Effect::StartLlm { .. })), "the last answer gets a reply");
+    assert!(
+        fx.iter().any(|e| matches!(e, Effect::StartLlm { .. })),
+        "the last answer gets a reply"
+    );
     assert_eq!(s.m.customer_name(), None);
 }
 
@@ -383,22 +589,43 @@ fn llm_reply_is_cut_into_sentences_and_persisted_once_played() {
     let turn = s.last_turn();
     let mut said = Vec::new();
     for tok in ["You have ", "one task. ", "It is due ", "Tuesday."] {
-        said.extend(spoken(&s.send(Event::LlmToken { turn, text: tok.into() })));
+        said.extend(spoken(&s.send(Event::LlmToken {
+            turn,
+            text: tok.into(),
+        })));
     }
-    assert_eq!(said, vec!["You have one task."], "the first sentence goes out before the reply is done");
+    assert_eq!(
+        said,
+        vec!["You have one task."],
+        "the first sentence goes out before the reply is done"
+    );
     let fx = s.send(Event::LlmDone { turn });
     assert_eq!(spoken(&fx), vec!["It is due Tuesday."]);
-    assert!(persisted(&fx).is_empty(), "not persisted before it was heard");
+    assert!(
+        persisted(&fx).is_empty(),
+        "not persisted before it was heard"
+    );
     s.play_all();
-    let agent: Vec<_> = s.m.conversation().iter().filter(|m| m.role == Role::Agent).map(|m| (m.text.clone(), m.interrupted)).collect();
-    assert_eq!(agent.last(), Some(&("You have one task. It is due Tuesday.".to_string(), false)));
+    let agent: Vec<_> =
+        s.m.conversation()
+            .iter()
+            .filter(|m| m.role == Role::Agent)
+            .map(|m| (m.text.clone(), m.interrupted))
+            .collect();
+    assert_eq!(
+        agent.last(),
+        Some(&("You have one task. It is due Tuesday.".to_string(), false))
+    );
 }
 
 #[test]
 fn barge_in_clears_playback_cancels_the_llm_and_keeps_only_what_was_heard() {
     let mut s = machine_in(CallState::Conversing);
     let turn = s.last_turn();
-    let fx = s.send(Event::LlmToken { turn, text: "First sentence. Second sentence. Third".into() });
+    let fx = s.send(Event::LlmToken {
+        turn,
+        text: "First sentence. Second sentence. Third".into(),
+    });
     let marks: Vec<String> = fx
         .iter()
         .filter_map(|e| match e {
@@ -407,46 +634,99 @@ fn barge_in_clears_playback_cancels_the_llm_and_keeps_only_what_was_heard() {
         })
         .collect();
     assert_eq!(marks.len(), 2);
-    s.send(Event::MarkEchoed { name: marks[0].clone() });
+    s.send(Event::MarkEchoed {
+        name: marks[0].clone(),
+    });
     let fx = s.send(Event::CallerStartedSpeaking);
     assert!(fx.contains(&Effect::ClearPlayback));
     assert!(fx.contains(&Effect::CancelLlm { turn }));
-    assert_eq!(persisted(&fx), vec![(Role::Agent, "First sentence.".to_string(), true)]);
+    assert_eq!(
+        persisted(&fx),
+        vec![(Role::Agent, "First sentence.".to_string(), true)]
+    );
     // Twilio echoes the pending mark after `clear`: it was not played and is ignored.
-    let fx = s.send(Event::MarkEchoed { name: marks[1].clone() });
+    let fx = s.send(Event::MarkEchoed {
+        name: marks[1].clone(),
+    });
     assert!(ignored(&fx));
     // Tokens still in flight from the cancelled stream are dropped.
-    assert!(ignored(&s.send(Event::LlmToken { turn, text: "late".into() })));
+    assert!(ignored(&s.send(Event::LlmToken {
+        turn,
+        text: "late".into()
+    })));
 }
 
 #[test]
 fn relay_interrupt_records_what_twilio_says_was_heard() {
     let mut s = Sim::new();
-    s.send(Event::CallStarted(start(Transport::Relay, Some("+15551234567"))));
+    s.send(Event::CallStarted(start(
+        Transport::Relay,
+        Some("+15551234567"),
+    )));
     s.send(Event::ContextArrived(customer(Some("Ana Souza"))));
-    assert_eq!(s.state(), CallState::Enriched, "relay: the greeting counts as played once sent");
-    s.send(Event::CallerUtterance { text: "hi".into(), is_final: true });
+    assert_eq!(
+        s.state(),
+        CallState::Enriched,
+        "relay: the greeting counts as played once sent"
+    );
+    s.send(Event::CallerUtterance {
+        text: "hi".into(),
+        is_final: true,
+    });
     let turn = s.last_turn();
-    let fx = s.send(Event::LlmToken { turn, text: "Hello Ana, ".into() });
-    assert_eq!(fx.iter().filter(|e| matches!(e, Effect::Speak(sp) if !sp.last)).count(), 1, "tokens stream as text");
-    s.send(Event::LlmToken { turn, text: "how are you today?".into() });
-    let fx = s.send(Event::AgentInterrupted { heard: Some("Hello Ana,".into()) });
+    let fx = s.send(Event::LlmToken {
+        turn,
+        text: "Hello Ana, ".into(),
+    });
+    assert_eq!(
+        fx.iter()
+            .filter(|e| matches!(e, Effect::Speak(sp) if !sp.last))
+            .count(),
+        1,
+        "tokens stream as text"
+    );
+    s.send(Event::LlmToken {
+        turn,
+        text: "how are you today?".into(),
+    });
+    let fx = s.send(Event::AgentInterrupted {
+        heard: Some("Hello Ana,".into()),
+    });
     assert!(fx.contains(&Effect::CancelLlm { turn }));
-    assert_eq!(persisted(&fx), vec![(Role::Agent, "Hello Ana,".to_string(), true)]);
+    assert_eq!(
+        persisted(&fx),
+        vec![(Role::Agent, "Hello Ana,".to_string(), true)]
+    );
 }
 
 #[test]
 fn relay_reply_ends_with_a_last_token_and_is_persisted_on_the_next_caller_turn() {
     let mut s = Sim::new();
     s.send(Event::CallStarted(start(Transport::Relay, None)));
-    s.send(Event::CallerUtterance { text: "I'm Carla".into(), is_final: true });
-    s.send(Event::NameCaptured { attempt: 1, name: "Carla".into() });
-    s.send(Event::CallerUtterance { text: "what time is it".into(), is_final: true });
+    s.send(Event::CallerUtterance {
+        text: "I'm Carla".into(),
+        is_final: true,
+    });
+    s.send(Event::NameCaptured {
+        attempt: 1,
+        name: "Carla".into(),
+    });
+    s.send(Event::CallerUtterance {
+        text: "what time is it".into(),
+        is_final: true,
+    });
     let turn = s.last_turn();
-    s.send(Event::LlmToken { turn, text: "It is noon.".into() });
+    s.send(Event::LlmToken {
+        turn,
+        text: "It is noon.".into(),
+    });
     let fx = s.send(Event::LlmDone { turn });
     assert!(fx.iter().any(|e| matches!(e, Effect::Speak(sp) if sp.last)));
-    let replies: Vec<_> = s.m.conversation().iter().filter(|m| m.text == "It is noon.").collect();
+    let replies: Vec<_> =
+        s.m.conversation()
+            .iter()
+            .filter(|m| m.text == "It is noon.")
+            .collect();
     assert_eq!(replies.len(), 1);
 }
 
@@ -454,7 +734,10 @@ fn relay_reply_ends_with_a_last_token_and_is_persisted_on_the_next_caller_turn()
 fn llm_failure_before_any_token_gets_an_apology() {
     let mut s = machine_in(CallState::Conversing);
     let turn = s.last_turn();
-    let fx = s.send(Event::LlmFailed { turn, reason: "HTTP 500".into() });
+    let fx = s.send(Event::LlmFailed {
+        turn,
+        reason: "HTTP 500".into(),
+    });
     assert_eq!(spoken(&fx), vec![MachineConfig::default().llm_apology]);
     assert_eq!(s.state(), CallState::Conversing);
 }
@@ -464,24 +747,63 @@ fn silence_prompts_once_then_says_goodbye_and_finalizes() {
     let mut s = machine_in(CallState::Enriched);
     let gen_of = |fx: &[Effect]| {
         fx.iter().find_map(|e| match e {
-            Effect::StartTimer { kind: TimerKind::Silence, generation, .. } => Some(*generation),
+            Effect::StartTimer {
+                kind: TimerKind::Silence,
+                generation,
+                ..
+            } => Some(*generation),
             _ => None,
         })
     };
-    let s1 = s.m.armed_timers().iter().find(|t| t.kind == TimerKind::Silence).map(|t| t.generation).expect("armed after greeting");
-    let fx = s.send(Event::TimerFired { kind: TimerKind::Silence, generation: s1 });
+    let s1 =
+        s.m.armed_timers()
+            .iter()
+            .find(|t| t.kind == TimerKind::Silence)
+            .map(|t| t.generation)
+            .expect("armed after greeting");
+    let fx = s.send(Event::TimerFired {
+        kind: TimerKind::Silence,
+        generation: s1,
+    });
     assert_eq!(spoken(&fx), vec!["Are you still there?"]);
-    let marks: Vec<_> = fx.iter().filter_map(|e| match e { Effect::Speak(sp) => Some(sp.mark.clone()), _ => None }).collect();
-    let fx = s.send(Event::MarkEchoed { name: marks[0].clone() });
+    let marks: Vec<_> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Speak(sp) => Some(sp.mark.clone()),
+            _ => None,
+        })
+        .collect();
+    let fx = s.send(Event::MarkEchoed {
+        name: marks[0].clone(),
+    });
     let s2 = gen_of(&fx).expect("re-armed after the prompt played");
     // The first timer is stale now.
-    assert!(ignored(&s.send(Event::TimerFired { kind: TimerKind::Silence, generation: s1 })));
-    let fx = s.send(Event::TimerFired { kind: TimerKind::Silence, generation: s2 });
+    assert!(ignored(&s.send(Event::TimerFired {
+        kind: TimerKind::Silence,
+        generation: s1
+    })));
+    let fx = s.send(Event::TimerFired {
+        kind: TimerKind::Silence,
+        generation: s2,
+    });
     assert_eq!(s.state(), CallState::Finalizing);
-    assert!(fx.iter().any(|e| matches!(e, Effect::Finalize(r) if r.outcome == "caller silent")));
-    let goodbye_mark = fx.iter().find_map(|e| match e { Effect::Speak(sp) => Some(sp.mark.clone()), _ => None }).expect("goodbye");
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Finalize(r) if r.outcome == "caller silent"))
+    );
+    let goodbye_mark = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Speak(sp) => Some(sp.mark.clone()),
+            _ => None,
+        })
+        .expect("goodbye");
     s.send(Event::Persisted);
-    assert_eq!(s.state(), CallState::Finalizing, "waits for the goodbye to play before hanging up");
+    assert_eq!(
+        s.state(),
+        CallState::Finalizing,
+        "waits for the goodbye to play before hanging up"
+    );
     let fx = s.send(Event::MarkEchoed { name: goodbye_mark });
     assert_eq!(s.state(), CallState::Ended);
     assert!(fx.contains(&Effect::CloseStream));
@@ -491,12 +813,25 @@ fn silence_prompts_once_then_says_goodbye_and_finalizes() {
 fn fatal_apologises_persists_and_ends_after_the_apology_played() {
     let mut s = machine_in(CallState::Conversing);
     let turn = s.last_turn();
-    let fx = s.send(Event::Fatal { reason: "restart budget exhausted".into() });
+    let fx = s.send(Event::Fatal {
+        reason: "restart budget exhausted".into(),
+    });
     assert!(fx.contains(&Effect::CancelLlm { turn }));
     assert_eq!(spoken(&fx), vec![MachineConfig::default().fatal_apology]);
-    let record = fx.iter().find_map(|e| match e { Effect::Finalize(r) => Some(r.clone()), _ => None }).expect("finalize");
+    let record = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Finalize(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("finalize");
     assert_eq!(record.outcome, "technical failure");
-    assert!(record.transcript.iter().any(|m| m.text == MachineConfig::default().fatal_apology));
+    assert!(
+        record
+            .transcript
+            .iter()
+            .any(|m| m.text == MachineConfig::default().fatal_apology)
+    );
     s.send(Event::Persisted);
     s.play_all();
     assert_eq!(s.state(), CallState::Ended);
@@ -509,11 +844,18 @@ fn finalize_deadline_ends_the_call_even_without_confirmation() {
     let generation = fx
         .iter()
         .find_map(|e| match e {
-            Effect::StartTimer { kind: TimerKind::FinalizeDeadline, generation, .. } => Some(*generation),
+            Effect::StartTimer {
+                kind: TimerKind::FinalizeDeadline,
+                generation,
+                ..
+            } => Some(*generation),
             _ => None,
         })
         .expect("deadline armed");
-    let fx = s.send(Event::TimerFired { kind: TimerKind::FinalizeDeadline, generation });
+    let fx = s.send(Event::TimerFired {
+        kind: TimerKind::FinalizeDeadline,
+        generation,
+    });
     assert_eq!(s.state(), CallState::Ended);
     assert!(fx.contains(&Effect::CloseStream));
 }
@@ -522,28 +864,52 @@ fn finalize_deadline_ends_the_call_even_without_confirmation() {
 fn the_call_record_carries_what_operators_need() {
     let mut s = machine_in(CallState::Conversing);
     let fx = s.send(Event::StreamStopped);
-    let r = fx.iter().find_map(|e| match e { Effect::Finalize(r) => Some(r.clone()), _ => None }).expect("record");
+    let r = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Finalize(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("record");
     assert_eq!(r.customer_id, Some(42));
     assert_eq!(r.name_source, Some(NameSource::Crm));
     assert_eq!(r.outcome, "caller hung up");
     assert_eq!(r.call_sid.0, "CA0001");
-    assert!(r.transcript.iter().any(|m| m.role == Role::Caller && m.text == "What are my open tasks?"));
+    assert!(
+        r.transcript
+            .iter()
+            .any(|m| m.role == Role::Caller && m.text == "What are my open tasks?")
+    );
     let states: Vec<_> = s.m.transitions().iter().map(|t| t.to).collect();
-    assert_eq!(states, vec![CallState::Greeting, CallState::Enriched, CallState::Conversing, CallState::Finalizing]);
+    assert_eq!(
+        states,
+        vec![
+            CallState::Greeting,
+            CallState::Enriched,
+            CallState::Conversing,
+            CallState::Finalizing
+        ]
+    );
 }
 
 #[test]
 fn dtmf_is_kept_in_the_transcript() {
     let mut s = machine_in(CallState::Conversing);
     let fx = s.send(Event::Dtmf { digit: "7".into() });
-    assert_eq!(persisted(&fx), vec![(Role::System, "caller pressed 7".to_string(), false)]);
+    assert_eq!(
+        persisted(&fx),
+        vec![(Role::System, "caller pressed 7".to_string(), false)]
+    );
     assert!(ignored(&s.send(Event::Dtmf { digit: "x".into() })));
 }
 
 #[test]
 fn sentences_split_on_ends_followed_by_space_not_inside_numbers() {
     let mut p = String::from("It costs 3.50 dollars. Anything else? Yes");
-    assert_eq!(split_speakable(&mut p, false), vec!["It costs 3.50 dollars.", "Anything else?"]);
+    assert_eq!(
+        split_speakable(&mut p, false),
+        vec!["It costs 3.50 dollars.", "Anything else?"]
+    );
     assert_eq!(p, " Yes");
     assert_eq!(split_speakable(&mut p, true), vec!["Yes"]);
     let mut cjk = String::from("こんにちは。元気ですか");
