@@ -78,6 +78,8 @@ pub struct CallHandle {
     playback_lock: Mutex<()>,
     ended: AtomicBool,
     outbound_stuck: AtomicBool,
+    /// Twilio stream status callbacks seen for this call (event, error).
+    stream_events: Mutex<Vec<(String, Option<String>)>>,
 }
 
 impl CallHandle {
@@ -88,7 +90,7 @@ impl CallHandle {
         transport: Transport,
         outbound: mpsc::Sender<Outbound>,
         speech: Arc<dyn SpeechSynth>,
-        greeting_audio: Option<Arc<[u8]>>,
+        greeting: GreetingSource,
     ) -> Arc<Self> {
         let (speaker_tx, speaker_rx) = mpsc::unbounded_channel();
         let handle = Arc::new(CallHandle {
@@ -107,12 +109,13 @@ impl CallHandle {
             playback_lock: Mutex::new(()),
             ended: AtomicBool::new(false),
             outbound_stuck: AtomicBool::new(false),
+            stream_events: Mutex::new(Vec::new()),
         });
         tokio::spawn(speaker_loop(
             Arc::downgrade(&handle),
             speaker_rx,
             speech,
-            greeting_audio,
+            greeting,
         ));
         handle
     }
@@ -193,6 +196,18 @@ impl CallHandle {
             .count()
     }
 
+    /// Record a Twilio stream status callback (`stream-started`, `stream-error`...) on the call.
+    pub fn record_stream_event(&self, event: &str, error: Option<&str>) {
+        let mut events = self.stream_events.lock().unwrap_or_else(|p| p.into_inner());
+        if events.len() < 32 {
+            events.push((event.to_owned(), error.map(str::to_owned)));
+        }
+    }
+
+    pub fn stream_events(&self) -> Vec<(String, Option<String>)> {
+        self.stream_events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn is_ended(&self) -> bool {
         self.ended.load(Ordering::Acquire)
     }
@@ -241,12 +256,22 @@ impl CallHandle {
 }
 
 /// Renders agent speech in order for one call and queues it for the socket writer.
+/// How the generic greeting is voiced.
+#[derive(Clone, Default)]
+pub struct GreetingSource {
+    /// Pre-rendered mu-law 8 kHz audio for the generic greeting (Media Streams).
+    pub audio: Option<Arc<[u8]>>,
+    /// ConversationRelay speaks the TwiML `welcomeGreeting` itself: do not send ours as text.
+    pub relay_spoken_by_twilio: bool,
+}
+
 async fn speaker_loop(
     handle: std::sync::Weak<CallHandle>,
     mut jobs: mpsc::UnboundedReceiver<SpeakJob>,
     speech: Arc<dyn SpeechSynth>,
-    greeting_audio: Option<Arc<[u8]>>,
+    greeting: GreetingSource,
 ) {
+    let greeting_audio = greeting.audio;
     while let Some(job) = jobs.recv().await {
         let Some(h) = handle.upgrade() else { return };
         if job.clear_generation < h.clear_generation.load(Ordering::Acquire) {
@@ -255,6 +280,10 @@ async fn speaker_loop(
         let s = job.speech;
         match h.transport {
             Transport::Relay => {
+                let generic_greeting = s.kind == SpeechKind::Greeting { personalized: None };
+                if generic_greeting && greeting.relay_spoken_by_twilio {
+                    continue;
+                }
                 if !s.text.is_empty() || s.last {
                     h.push_outbound(Outbound::Text {
                         token: s.text,

@@ -29,6 +29,6 @@ pub mod supervisor;
 pub mod testing;
 
 pub use domain::*;
-pub use handle::{CallHandle, LiveCalls, Outbound, TransitionNotice};
+pub use handle::{CallHandle, GreetingSource, LiveCalls, Outbound, TransitionNotice};
 pub use machine::{CallMachine, CallState, Effect, Event, MachineConfig};
 pub use runtime::{Ports, Runtime, RuntimeConfig};

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::crm::{CrmActor, CrmArgs, CrmMsg, CrmStats};
 use crate::domain::*;
-use crate::handle::{CallHandle, LiveCalls, Outbound};
+use crate::handle::{CallHandle, GreetingSource, LiveCalls, Outbound};
 use crate::llm::{LlmActor, LlmArgs, LlmMsg, LlmStats};
 use crate::machine::MachineConfig;
 use crate::names::{NamesActor, NamesArgs, NamesMsg};
@@ -68,7 +68,7 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     pub machine_config: Arc<MachineConfig>,
     pub speech: Arc<dyn SpeechSynth>,
-    pub greeting_audio: Option<Arc<[u8]>>,
+    pub greeting: GreetingSource,
 }
 
 /// Limits of the runtime. Defaults suit one small node.
@@ -106,8 +106,8 @@ pub struct Ports {
     pub names: Arc<dyn NameStore>,
     pub llm: Arc<dyn LlmClient>,
     pub speech: Arc<dyn SpeechSynth>,
-    /// Pre-rendered greeting (mu-law 8 kHz), played for the generic greeting without synthesis.
-    pub greeting_audio: Option<Arc<[u8]>>,
+    /// How the generic greeting is voiced (pre-rendered audio, or Twilio's welcome greeting).
+    pub greeting: GreetingSource,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -189,7 +189,7 @@ impl Runtime {
             clock: ports.clock.clone(),
             machine_config: Arc::new(config.machine.clone()),
             speech: ports.speech.clone(),
-            greeting_audio: ports.greeting_audio.clone(),
+            greeting: ports.greeting.clone(),
         });
         let (supervisor, _) = Actor::spawn(
             None,

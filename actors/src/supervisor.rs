@@ -151,7 +151,7 @@ async fn start_call(
         start.transport,
         outbound,
         s.speech.clone(),
-        s.greeting_audio.clone(),
+        s.greeting.clone(),
     );
     if !s.calls.insert(handle.clone()) {
         return Err(StartCallError::AlreadyLive(sid));

@@ -330,7 +330,7 @@ impl MemoryPorts {
             names: self.names.clone(),
             llm: self.llm.clone(),
             speech: Arc::new(SilenceSpeech),
-            greeting_audio: Some(Arc::from(vec![0xFFu8; 1600])),
+            greeting: crate::handle::GreetingSource { audio: Some(Arc::from(vec![0xFFu8; 1600])), relay_spoken_by_twilio: false },
             clock: Arc::new(SystemClock),
         }
     }
