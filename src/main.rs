@@ -1,3 +1,5 @@
-fn main() {
-    println!("switchboard: foundation in progress");
+//! The `switchboard` binary: everything lives in the library; see `switchboard::cli`.
+
+fn main() -> std::process::ExitCode {
+    switchboard::cli::main()
 }

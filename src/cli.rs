@@ -1,0 +1,136 @@
+//! Command line: owns argument parsing, turning every start-up failure into one line on stderr
+//! and an exit code (2 for configuration and usage errors, 1 for everything else), and running
+//! the chosen subcommand. Subcommands delegate to the library modules; no logic lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{CONFIG_FILE_ENV, Config};
+use crate::storage::Database;
+
+/// Exit code for configuration and usage errors (clap uses the same for bad arguments).
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code for failures at run time (database, listener, ...).
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Answers Twilio phone calls for AI voice agents."
+)]
+pub struct Cli {
+    /// Configuration file layered over the built-in defaults (environment variables still win).
+    #[arg(long, global = true, value_name = "FILE", env = CONFIG_FILE_ENV)]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: HTTP listener, health checks, database (migrated on start).
+    Serve,
+    /// Apply database migrations and exit. Running it again is a no-op.
+    Migrate,
+    /// Load demo CRM data: customers, facts, tasks and past calls.
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// How many customers to create.
+    #[arg(long, default_value_t = 1000)]
+    pub customers: u64,
+    /// Seed of the pseudo-random generator; the same seed gives the same data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Everything `main` does.
+pub fn main() -> ExitCode {
+    // ring as the process-wide rustls provider: no aws-lc, no cmake. An error only means a
+    // provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(error) = crate::telemetry::init(&config.log) {
+        eprintln!("error: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(run(cli.command, config));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Serve(#[from] crate::http::ServeError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Seed(#[from] crate::seed::SeedError),
+}
+
+/// Runs one subcommand with a loaded configuration.
+pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
+    match command {
+        Command::Serve => {
+            crate::http::serve(config, crate::http::shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let db = Database::connect_with_config(&config.database).await?;
+            let applied = db.migrate().await?;
+            let all = db.applied_migrations().await?;
+            println!(
+                "migrations: {} applied now, {} in total ({} at {})",
+                applied.len(),
+                all.len(),
+                db.backend(),
+                db.display_url()
+            );
+            db.close().await;
+        }
+        Command::Seed(args) => {
+            let db = Database::connect_with_config(&config.database).await?;
+            db.migrate().await?;
+            crate::seed::seed(
+                &db,
+                &crate::seed::SeedOptions {
+                    customers: args.customers,
+                    seed: args.seed,
+                    progress: true,
+                },
+            )
+            .await?;
+            db.close().await;
+        }
+    }
+    Ok(())
+}

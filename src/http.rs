@@ -1,0 +1,320 @@
+//! HTTP: owns the one listener, the axum router, the shared [`AppState`], the background database
+//! connector and graceful shutdown. Feature modules (Twilio edge, operator API) add their routes
+//! in [`router`]; they never bind sockets of their own.
+//!
+//! The server starts answering at once, before the database is reachable: `/healthz` says the
+//! process is alive, `/readyz` says whether calls can be served and, if not, why.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::storage::{Database, NotReady};
+
+/// First and longest pause between database connection attempts.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+// === AppState ===
+
+/// What every handler can reach. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<AppStateInner>,
+}
+
+struct AppStateInner {
+    config: Config,
+    database: RwLock<DatabaseStatus>,
+}
+
+/// Where the database connection stands.
+#[derive(Debug, Clone)]
+pub enum DatabaseStatus {
+    /// Not connected (or not migrated) yet; `last_error` says why the last attempt failed.
+    Connecting {
+        attempts: u32,
+        last_error: Option<String>,
+    },
+    /// Connected and migrated.
+    Connected(Database),
+}
+
+impl AppState {
+    /// State whose database is not connected yet (see [`Server::run`]).
+    pub fn new(config: Config) -> AppState {
+        AppState {
+            inner: Arc::new(AppStateInner {
+                config,
+                database: RwLock::new(DatabaseStatus::Connecting {
+                    attempts: 0,
+                    last_error: None,
+                }),
+            }),
+        }
+    }
+
+    /// State around a database that is already connected and migrated.
+    pub fn with_database(config: Config, database: Database) -> AppState {
+        let state = AppState::new(config);
+        state.set_database(database);
+        state
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The database, once connected and migrated.
+    pub fn database(&self) -> Option<Database> {
+        match &*self.read_status() {
+            DatabaseStatus::Connected(db) => Some(db.clone()),
+            DatabaseStatus::Connecting { .. } => None,
+        }
+    }
+
+    pub fn database_status(&self) -> DatabaseStatus {
+        self.read_status().clone()
+    }
+
+    pub fn set_database(&self, database: Database) {
+        *self.write_status() = DatabaseStatus::Connected(database);
+    }
+
+    fn record_connect_failure(&self, attempts: u32, error: String) {
+        *self.write_status() = DatabaseStatus::Connecting {
+            attempts,
+            last_error: Some(error),
+        };
+    }
+
+    /// Ready when the database answers and all migrations are applied.
+    pub async fn readiness(&self) -> Result<(), NotReady> {
+        match self.database_status() {
+            DatabaseStatus::Connected(db) => db.readiness().await,
+            DatabaseStatus::Connecting {
+                last_error: Some(error),
+                attempts,
+            } => Err(NotReady(format!(
+                "database unreachable: {error} (attempt {attempts}, retrying)"
+            ))),
+            DatabaseStatus::Connecting {
+                last_error: None, ..
+            } => Err(NotReady(
+                "database connection in progress (connecting and applying migrations)".to_owned(),
+            )),
+        }
+    }
+
+    // A poisoned lock only means a writer panicked mid-assignment of a plain enum; the value
+    // is still whole, so keep serving it.
+    fn read_status(&self) -> std::sync::RwLockReadGuard<'_, DatabaseStatus> {
+        self.inner
+            .database
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_status(&self) -> std::sync::RwLockWriteGuard<'_, DatabaseStatus> {
+        self.inner
+            .database
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+// === Router ===
+
+/// Every route of the one listener.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.readiness().await {
+        Ok(()) => {
+            let backend = state.database().map(|db| db.backend().as_str());
+            (
+                StatusCode::OK,
+                Json(json!({ "ready": true, "backend": backend })),
+            )
+        }
+        Err(NotReady(reason)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": reason })),
+        ),
+    }
+}
+
+// === Server ===
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "cannot listen on {addr}: {source}; is another process using the port? change server.bind"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server stopped with an error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+}
+
+/// A bound listener, not yet serving. Binding first lets callers (tests) learn the real port
+/// when `server.bind` asks for port 0.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    local_addr: SocketAddr,
+}
+
+impl Server {
+    /// Binds `server.bind`. For SQLite, also creates the database folder now, so a folder that
+    /// cannot be created or written stops start-up with a clear error instead of retrying.
+    pub async fn bind(config: Config) -> Result<Server, ServeError> {
+        if crate::storage::Backend::from_url(&config.database.url)?
+            == crate::storage::Backend::Sqlite
+        {
+            crate::storage::prepare_sqlite(&config.database.url)?;
+        }
+        let addr = config.server.bind;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local_addr = listener.local_addr()?;
+        Ok(Server {
+            listener,
+            state: AppState::new(config),
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish and closes the
+    /// database. The database is connected (with retries) and migrated in the background.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Server {
+            listener,
+            state,
+            local_addr,
+        } = self;
+        tracing::info!(%local_addr, "listening");
+        let connector = tokio::spawn(connect_until_ready(state.clone()));
+        let app = router(state.clone());
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        connector.abort();
+        if let Some(db) = state.database() {
+            db.close().await;
+        }
+        tracing::info!("stopped");
+        result.map_err(ServeError::from)
+    }
+}
+
+/// Binds and serves until `shutdown` completes.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    Server::bind(config).await?.run(shutdown).await
+}
+
+/// Connects and migrates, retrying with capped exponential backoff until it succeeds.
+async fn connect_until_ready(state: AppState) {
+    let config = state.config().database.clone();
+    let mut delay = RETRY_FIRST;
+    let mut attempts: u32 = 0;
+    loop {
+        attempts = attempts.saturating_add(1);
+        let outcome = async {
+            let db = Database::connect_with_config(&config).await?;
+            let applied = db.migrate().await?;
+            Ok::<_, crate::storage::StorageError>((db, applied))
+        }
+        .await;
+        match outcome {
+            Ok((db, applied)) => {
+                tracing::info!(
+                    backend = %db.backend(),
+                    url = db.display_url(),
+                    migrations_applied = applied.len(),
+                    "database ready"
+                );
+                state.set_database(db);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    attempt = attempts,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "database not ready"
+                );
+                state.record_connect_failure(attempts, error.to_string());
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
