@@ -1,0 +1,109 @@
+//! HTTP plumbing shared by the vendor adapters: the pooled client, base-URL joining, and turning
+//! a failed response or transport error into a `PortError` an operator can act on. Never logs or
+//! formats a request's headers (they carry the API key).
+
+use std::time::Duration;
+
+use switchboard_actors::ports::PortError;
+
+use crate::chat::{error_message, truncate_chars};
+
+/// Builds the one pooled client an adapter keeps for its lifetime (connections are reused across
+/// calls, so a turn does not pay a TCP + TLS handshake).
+pub fn build_client() -> Result<reqwest::Client, PortError> {
+    // reqwest built with `rustls-no-provider` panics when no process-wide crypto provider is
+    // installed. The binary installs ring's at start; do it here too when it did not (tests,
+    // tools), so constructing an adapter can never panic. Losing the race to another installer
+    // is fine: any installed provider will do.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    reqwest::Client::builder()
+        .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| PortError::unavailable(format!("could not build the HTTP client: {e}")))
+}
+
+/// `{base_url}/{path}` with exactly one slash between them.
+pub fn join_url(base_url: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base_url.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+/// A transport error (connect refused, reset, DNS) as an outage.
+pub fn transport_error(what: &str, url: &str, error: &reqwest::Error) -> PortError {
+    if error.is_timeout() {
+        return PortError::timeout(format!("{what} at {url} timed out: {error}"));
+    }
+    // The Display of a reqwest error names the URL but never headers; walk the sources for the
+    // useful part ("Connection refused").
+    let mut detail = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        detail.push_str(": ");
+        detail.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    PortError::unavailable(format!(
+        "{what} at {url} unreachable ({detail}); check the base_url and that the server is up"
+    ))
+}
+
+/// A non-success status as a `PortError`, with a short excerpt of the body. 429 and 5xx are
+/// outages (retry later); other 4xx mean our request or credentials are wrong.
+pub async fn status_error(what: &str, response: reqwest::Response) -> PortError {
+    let status = response.status();
+    let excerpt = body_excerpt(response).await;
+    let message = format!("{what} returned HTTP {status}: {excerpt}");
+    if status.as_u16() == 429 || status.is_server_error() {
+        PortError::unavailable(message)
+    } else if status.as_u16() == 401 || status.as_u16() == 403 {
+        PortError::rejected(format!("{message} (check the API key)"))
+    } else {
+        PortError::rejected(format!("{message} (check the model name and base_url)"))
+    }
+}
+
+/// The start of a body, preferring an OpenAI-style `error.message`. Reads at most a few KiB and
+/// gives up quickly: this runs only on a path that already failed.
+pub async fn body_excerpt(response: reqwest::Response) -> String {
+    const MAX_BYTES: usize = 4096;
+    let mut response = response;
+    let mut body = Vec::new();
+    let read = async {
+        while body.len() < MAX_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), read).await;
+    body.truncate(MAX_BYTES);
+    let text = String::from_utf8_lossy(&body);
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text)
+        && let Some(error) = value.get("error")
+    {
+        return error_message(error);
+    }
+    let mut excerpt: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if excerpt.is_empty() {
+        excerpt = "(empty body)".to_owned();
+    }
+    truncate_chars(&mut excerpt, 200);
+    excerpt
+}
+
+/// Hides a secret in `Debug` output while saying whether one is set.
+pub fn redacted(secret: &Option<String>) -> &'static str {
+    match secret {
+        Some(_) => "Some(<redacted>)",
+        None => "None",
+    }
+}
