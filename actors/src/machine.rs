@@ -592,7 +592,6 @@ impl CallMachine {
         self.started_at_ms = now;
         let phone = start.caller.e164.clone();
         let parameter_name = start.parameter_name().map(str::to_owned);
-        let relay = start.transport == Transport::Relay;
         self.start = Some(Arc::from(start));
         self.transition(now, CallState::Greeting, "call_started", fx);
         match phone {
@@ -607,10 +606,11 @@ impl CallMachine {
             self.name = Some(name);
             self.name_source = Some(NameSource::CallParameters);
         }
+        // Relay waits too: its greeting is our text (Twilio's own welcome greeting, if any, is
+        // already playing meanwhile).
         let can_wait = self.context == ContextStatus::Pending
             && self.name.is_none()
-            && self.config.greeting_wait_ms > 0
-            && !relay;
+            && self.config.greeting_wait_ms > 0;
         if can_wait {
             let after = self.config.greeting_wait_ms;
             self.arm_timer(now, TimerKind::GreetingWait, after, fx);
