@@ -21,6 +21,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -40,6 +41,8 @@ pub struct StandinConfig {
     pub speech_ms_per_char: u32,
     /// Before the speech response is sent.
     pub speech_latency: Duration,
+    /// Answer every speech request with this status and an OpenAI-style error body.
+    pub speech_status: Option<u16>,
     pub fault: Fault,
 }
 
@@ -51,6 +54,7 @@ impl Default for StandinConfig {
             reply: ReplyScript::default(),
             speech_ms_per_char: 60,
             speech_latency: Duration::from_millis(100),
+            speech_status: None,
             fault: Fault::None,
         }
     }
@@ -102,6 +106,9 @@ pub enum Fault {
     NoDone,
     /// Send headers and the role chunk, then nothing until the client gives up.
     StallBeforeFirstToken,
+    /// Like `StallBeforeFirstToken` for the first `n` chat requests this server receives, then
+    /// answer normally: a slow start that a retry recovers from.
+    StallFirstRequests(u64),
 }
 
 /// A running stand-in server.
@@ -118,6 +125,10 @@ struct Shared {
     speech_requests: Mutex<VecDeque<Value>>,
     closed_early: AtomicU64,
     completions: AtomicU64,
+    /// Chat requests received, for `StallFirstRequests`.
+    chat_requests: AtomicU64,
+    /// TCP connections accepted: shows whether clients reuse connections.
+    connections: Arc<AtomicU64>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -132,12 +143,20 @@ pub async fn spawn_standins(bind: SocketAddr, config: StandinConfig) -> std::io:
         speech_requests: Mutex::new(VecDeque::new()),
         closed_early: AtomicU64::new(0),
         completions: AtomicU64::new(0),
+        chat_requests: AtomicU64::new(0),
+        connections: Arc::new(AtomicU64::new(0)),
         shutdown: shutdown_rx.clone(),
     });
     let app = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/audio/speech", post(speech))
         .with_state(shared.clone());
+    let accepted = shared.connections.clone();
+    let listener = listener.tap_io(move |tcp| {
+        accepted.fetch_add(1, Ordering::SeqCst);
+        // Tokens are tiny writes; Nagle would hold them back like a slow model.
+        let _ = tcp.set_nodelay(true);
+    });
     let mut signal = shutdown_rx;
     let server = tokio::spawn(async move {
         let stop = async move {
@@ -183,6 +202,11 @@ impl Standins {
     /// Streams whose client disconnected before the stream's end.
     pub fn closed_early(&self) -> u64 {
         self.shared.closed_early.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// Streams delivered to their end.
@@ -318,7 +342,15 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         }
     };
     record(&shared.requests, request.clone());
-    let config = lock(&shared.config).clone();
+    let number = shared.chat_requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut config = lock(&shared.config).clone();
+    if let Fault::StallFirstRequests(n) = config.fault {
+        config.fault = if number <= n {
+            Fault::StallBeforeFirstToken
+        } else {
+            Fault::None
+        };
+    }
     match config.fault {
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -568,6 +600,10 @@ async fn speech(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     };
     record(&shared.speech_requests, request.clone());
     let config = lock(&shared.config).clone();
+    if let Some(code) = config.speech_status {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return openai_error(status, "stand-in fault injected", "server_error");
+    }
     let Some(input) = request.get("input").and_then(Value::as_str) else {
         return openai_error(
             StatusCode::BAD_REQUEST,

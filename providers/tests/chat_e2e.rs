@@ -378,3 +378,70 @@ async fn an_unreachable_server_is_unavailable() {
     assert_eq!(error.kind, PortErrorKind::Unavailable, "{error}");
     assert!(error.message.contains("unreachable"), "{error}");
 }
+
+#[tokio::test]
+async fn a_retry_after_a_stalled_first_attempt_delivers_the_whole_answer() {
+    let standins = standins(StandinConfig {
+        fault: Fault::StallFirstRequests(1),
+        ..StandinConfig::instant()
+    })
+    .await;
+    let llm = client(
+        &standins,
+        Duration::from_millis(200),
+        Duration::from_secs(10),
+    );
+    let (text, error) = split(collect(llm.stream(ask("are you there"))).await);
+    assert_eq!(error, None);
+    assert_eq!(text, "You said: are you there. How else can I help?");
+    assert_eq!(standins.requests().len(), 2);
+    standins.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_overall_deadline_cuts_a_slow_stream_after_the_text_so_far() {
+    let standins = standins(StandinConfig {
+        ttft: Duration::ZERO,
+        token_delay: Duration::from_millis(300),
+        reply: fixed_reply_long(),
+        ..StandinConfig::instant()
+    })
+    .await;
+    // Twelve words take 3.3 s; the answer is cut after about a third of them.
+    let llm = client(
+        &standins,
+        Duration::from_secs(2),
+        Duration::from_millis(1000),
+    );
+    let (text, error) = split(collect(llm.stream(ask("hello"))).await);
+    let error = error.expect("an error");
+    assert_eq!(error.kind, PortErrorKind::Timeout, "{error}");
+    assert!(text.starts_with("one"), "{text:?}");
+    assert!(!text.contains("twelve"), "{text:?}");
+    assert_eq!(standins.requests().len(), 1, "no retry once tokens flowed");
+    standins.shutdown().await;
+}
+
+#[tokio::test]
+async fn non_streaming_requests_get_a_plain_json_completion() {
+    let standins = standins(StandinConfig::instant()).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let response = reqwest::Client::new()
+        .post(format!("{}/chat/completions", standins.base_url()))
+        .json(&serde_json::json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi there"}],
+        }))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "You said: hi there. How else can I help?"
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    standins.shutdown().await;
+}

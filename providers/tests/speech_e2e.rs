@@ -98,3 +98,17 @@ async fn empty_text_gives_empty_audio() {
     assert_eq!(tts.synthesize("").await.expect("audio"), Vec::<u8>::new());
     standins.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_tts_500_is_unavailable_naming_the_status() {
+    let standins = standins(StandinConfig {
+        speech_status: Some(500),
+        ..StandinConfig::instant()
+    })
+    .await;
+    let tts = speech(&standins, Duration::from_secs(5));
+    let error = tts.synthesize("hello").await.expect_err("must fail");
+    assert_eq!(error.kind, PortErrorKind::Unavailable, "{error}");
+    assert!(error.message.contains("500"), "{error}");
+    standins.shutdown().await;
+}
