@@ -574,7 +574,7 @@ fn generate_customer(
                 m.add(seq as i64)?;
                 m.add(*role)?;
                 m.add(text.clone())?;
-                m.add(false)?;
+                m.add(0i32)?; // interrupted: INTEGER 0/1 in both backends
                 m.add(started + seq as i64 * 4_000)?;
                 m.end_row();
                 report.messages += 1;

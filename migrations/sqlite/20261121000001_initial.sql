@@ -1,5 +1,7 @@
 -- Switchboard initial schema, SQLite flavour. Keep in step with migrations/postgres.
--- All times are INTEGER milliseconds since the Unix epoch (UTC), columns named *_at_ms.
+-- All times are BIGINT milliseconds since the Unix epoch (UTC), columns named *_at_ms.
+-- Flags are INTEGER 0/1, not BOOLEAN: sqlx's Any driver cannot decode SQLite booleans, and
+-- both backends must read every column back the same way.
 
 CREATE TABLE customers (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -59,7 +61,7 @@ CREATE TABLE messages (
     seq           BIGINT  NOT NULL,
     role          TEXT    NOT NULL CHECK (role IN ('caller', 'agent', 'system', 'tool')),
     text          TEXT    NOT NULL,
-    interrupted   BOOLEAN NOT NULL DEFAULT 0,
+    interrupted   INTEGER NOT NULL DEFAULT 0 CHECK (interrupted IN (0, 1)),
     created_at_ms BIGINT  NOT NULL,
     PRIMARY KEY (call_sid, seq)
 );

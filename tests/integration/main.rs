@@ -1,0 +1,10 @@
+//! One integration-test binary (one link step) with a module per area.
+//! Both database backends run here: SQLite in temp folders, PostgreSQL in per-test databases.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod config;
+mod http;
+mod seed;
+mod storage;
