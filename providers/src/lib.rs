@@ -23,3 +23,10 @@ pub mod sse;
 pub mod standins;
 
 mod http;
+
+/// A pooled HTTP client configured as the adapters want it (installs ring's rustls provider if
+/// none is installed yet, so this never panics). Share one between [`openai::OpenAiChat`] and
+/// [`speech::OpenAiSpeech`] with their `with_client` constructors.
+pub fn http_client() -> Result<reqwest::Client, switchboard_actors::ports::PortError> {
+    http::build_client()
+}

@@ -120,9 +120,25 @@ impl OpenAiChat {
         &self,
         request: LlmRequest,
     ) -> BoxStream<'static, Result<Delta, PortError>> {
+        self.stream_events_with_tools(request, &[])
+    }
+
+    /// Like [`OpenAiChat::stream_events`], offering `tools` (OpenAI's `tools` array entries,
+    /// `{"type": "function", "function": {"name", "description", "parameters"}}`). Assemble the
+    /// fragments with [`crate::chat::ToolCallAssembler`] and check each call with
+    /// [`crate::chat::ToolCall::validate`].
+    pub fn stream_events_with_tools(
+        &self,
+        request: LlmRequest,
+        tools: &[Value],
+    ) -> BoxStream<'static, Result<Delta, PortError>> {
+        let mut body = self.request_body(&request);
+        if !tools.is_empty() {
+            body["tools"] = Value::Array(tools.to_vec());
+        }
         let state = EventStream {
             inner: self.inner.clone(),
-            body: self.request_body(&request),
+            body,
             overall_deadline: Instant::now() + self.inner.config.overall_timeout,
             retried: false,
             attempt: None,
@@ -190,6 +206,7 @@ impl EventStream {
         loop {
             if let Some(delta) = self.pending.pop_front() {
                 if delta == Delta::Done {
+                    self.drain_for_reuse();
                     self.finish();
                 }
                 return Some(Ok(delta));
@@ -224,6 +241,29 @@ impl EventStream {
                     ))));
                 }
             }
+        }
+    }
+
+    /// After `[DONE]` the body usually has only its terminating chunk left, but that may arrive
+    /// in a later packet. Reading it in the background lets the connection go back to the pool
+    /// (the next turn skips a handshake) without making the caller wait for it.
+    fn drain_for_reuse(&mut self) {
+        let Some(mut body) = self.attempt.as_mut().and_then(|a| a.body.take()) else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let drain = async {
+                    let mut left = 64 * 1024usize;
+                    while let Some(Ok(chunk)) = body.next().await {
+                        left = left.saturating_sub(chunk.len());
+                        if left == 0 {
+                            break; // a server that keeps talking after [DONE] loses its connection
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+            });
         }
     }
 

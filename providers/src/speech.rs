@@ -117,7 +117,11 @@ impl SpeechSynth for OpenAiSpeech {
                     self.config.timeout.as_millis()
                 ))
             })??;
-        Ok(pcm24k_to_mulaw8k(&pcm))
+        // Resampling a long sentence is milliseconds of pure CPU: keep it off the async workers
+        // that are pacing other calls' audio.
+        tokio::task::spawn_blocking(move || pcm24k_to_mulaw8k(&pcm))
+            .await
+            .map_err(|e| PortError::unavailable(format!("TTS audio conversion failed: {e}")))
     }
 }
 

@@ -159,8 +159,17 @@ async fn scripted_tool_call_arrives_in_fragments_and_assembles() {
         (fragments, assembler.finish().expect("named"))
     };
 
+    let tools = [serde_json::json!({"type": "function", "function": {
+        "name": "book_appointment",
+        "description": "Books a visit",
+        "parameters": {"type": "object", "properties": {"day": {"type": "string"}}},
+    }})];
     let (fragments, calls) =
-        assemble(collect(llm.stream_events(ask("I need an appointment"))).await);
+        assemble(collect(llm.stream_events_with_tools(ask("I need an appointment"), &tools)).await);
+    assert_eq!(
+        standins.requests()[0]["tools"][0]["function"]["name"],
+        "book_appointment"
+    );
     assert!(fragments > 3, "streamed in fragments, got {fragments}");
     assert_eq!(calls.len(), 1);
     assert_eq!(
