@@ -214,15 +214,24 @@ async fn dropping_the_stream_after_the_first_token_closes_the_connection() {
     drop(stream); // barge-in
 
     // The stand-in notices when it next writes (or reads EOF): well within a few token delays.
+    wait_for_closed_early(&standins, 1).await;
+    assert_eq!(standins.completed(), 0);
+    standins.shutdown().await;
+}
+
+/// Waits (up to 5 s) until the stand-in has seen `n` streams closed by the client.
+async fn wait_for_closed_early(standins: &Standins, n: u64) {
     let noticed = tokio::time::timeout(Duration::from_secs(5), async {
-        while standins.closed_early() == 0 {
+        while standins.closed_early() < n {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
-    assert!(noticed.is_ok(), "the stand-in never saw the client hang up");
-    assert_eq!(standins.completed(), 0);
-    standins.shutdown().await;
+    assert!(
+        noticed.is_ok(),
+        "the stand-in saw {} of {n} client hang-ups",
+        standins.closed_early()
+    );
 }
 
 fn fixed_reply_long() -> ReplyScript {
@@ -334,6 +343,8 @@ async fn a_stalled_first_token_is_retried_once_then_times_out() {
         2,
         "one request and exactly one retry"
     );
+    // Neither abandoned attempt is left streaming on the server.
+    wait_for_closed_early(&standins, 2).await;
     assert!(
         elapsed >= Duration::from_millis(400),
         "two deadlines, {elapsed:?}"
@@ -452,5 +463,23 @@ async fn non_streaming_requests_get_a_plain_json_completion() {
         "You said: hi there. How else can I help?"
     );
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    standins.shutdown().await;
+}
+
+#[tokio::test]
+async fn dropping_the_stream_while_waiting_for_the_first_token_closes_the_connection() {
+    let standins = standins(StandinConfig {
+        fault: Fault::StallBeforeFirstToken,
+        ..StandinConfig::instant()
+    })
+    .await;
+    let llm = default_client(&standins);
+    let mut stream = llm.stream(ask("hello"));
+    let nothing = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+    assert!(nothing.is_err(), "the stand-in stalls: no item yet");
+    assert_eq!(standins.requests().len(), 1, "the request is in flight");
+    drop(stream); // the caller barged in before the agent said anything
+
+    wait_for_closed_early(&standins, 1).await;
     standins.shutdown().await;
 }
