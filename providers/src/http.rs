@@ -59,8 +59,15 @@ pub fn transport_error(what: &str, url: &str, error: &reqwest::Error) -> PortErr
 /// outages (retry later); other 4xx mean our request or credentials are wrong.
 pub async fn status_error(what: &str, response: reqwest::Response) -> PortError {
     let status = response.status();
+    // Rate limiters say when to come back; worth passing on to whoever reads the error.
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| format!(" (retry after {v} s)"))
+        .unwrap_or_default();
     let excerpt = body_excerpt(response).await;
-    let message = format!("{what} returned HTTP {status}: {excerpt}");
+    let message = format!("{what} returned HTTP {status}: {excerpt}{retry_after}");
     if status.as_u16() == 429 || status.is_server_error() {
         PortError::unavailable(message)
     } else if status.as_u16() == 401 || status.as_u16() == 403 {

@@ -14,6 +14,45 @@
 //! against the stand-ins; the stand-ins are reached over a real socket, never by a shortcut.
 //! **Architecture Invariant:** an API key never reaches a log line or a `Debug` output.
 
+//! # Wiring
+//!
+//! ```no_run
+//! # async fn wire() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use switchboard_providers::openai::{OpenAiChat, OpenAiChatConfig};
+//! use switchboard_providers::speech::{OpenAiSpeech, OpenAiSpeechConfig};
+//! use switchboard_providers::standins::{StandinConfig, spawn_standins};
+//!
+//! // No API key: answer with the local stand-ins over loopback.
+//! let standins = spawn_standins("127.0.0.1:0".parse()?, StandinConfig::default()).await?;
+//! let http = switchboard_providers::http_client()?;
+//! let llm = OpenAiChat::with_client(
+//!     OpenAiChatConfig {
+//!         base_url: standins.base_url(),
+//!         api_key: None,
+//!         model: "gpt-4o-mini".into(),
+//!         first_token_timeout: Duration::from_millis(1500),
+//!         overall_timeout: Duration::from_secs(20),
+//!         max_tokens: Some(300),
+//!         temperature: None,
+//!     },
+//!     http.clone(),
+//! );
+//! let speech = OpenAiSpeech::with_client(
+//!     OpenAiSpeechConfig {
+//!         base_url: standins.base_url(),
+//!         api_key: None,
+//!         model: "gpt-4o-mini-tts".into(),
+//!         voice: "alloy".into(),
+//!         timeout: Duration::from_secs(5),
+//!     },
+//!     http,
+//! );
+//! # let _ = (llm, speech);
+//! # Ok(())
+//! # }
+//! ```
+
 #![forbid(unsafe_code)]
 
 pub mod chat;

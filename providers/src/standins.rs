@@ -359,7 +359,13 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
             } else {
                 "server_error"
             };
-            return openai_error(status, "stand-in fault injected", kind);
+            let mut response = openai_error(status, "stand-in fault injected", kind);
+            if code == 429 {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            return response;
         }
         Fault::NotSse => {
             return (

@@ -266,6 +266,9 @@ async fn http_500_and_429_are_errors_naming_the_status() {
             1,
             "status errors are not retried here"
         );
+        if code == 429 {
+            assert!(error.message.contains("retry after 1 s"), "{error}");
+        }
         standins.shutdown().await;
     }
 }
