@@ -23,6 +23,7 @@ pub mod llm;
 pub mod machine;
 pub mod names;
 pub mod persistence;
+pub mod phone;
 pub mod ports;
 pub mod runtime;
 pub mod supervisor;
