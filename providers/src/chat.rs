@@ -337,7 +337,8 @@ mod tests {
 
     /// Frames a fixture as a server would, feeds it through the SSE decoder in odd-sized reads,
     /// and collects what the parser makes of it.
-    fn replay_fixture(name: &str, read_size: usize) -> Vec<Delta> {
+    /// A fixture framed as a server sends it (PROTOCOLS.md §5).
+    fn fixture_wire(name: &str) -> Vec<u8> {
         let path = format!(
             "{}/../../shared/fixtures/openai/{name}",
             env!("CARGO_MANIFEST_DIR")
@@ -350,10 +351,15 @@ mod tests {
             wire.push_str("\n\n");
         }
         wire.push_str("data: [DONE]\n\n");
+        wire.into_bytes()
+    }
+
+    fn replay_fixture(name: &str, read_size: usize) -> Vec<Delta> {
+        let wire = fixture_wire(name);
         let mut decoder = SseDecoder::new();
         let mut parser = ChunkParser::new();
         let mut deltas = Vec::new();
-        for read in wire.as_bytes().chunks(read_size) {
+        for read in wire.chunks(read_size) {
             for event in decoder.feed(read).expect("fixture lines are short") {
                 deltas.extend(parser.parse(&event.data).expect("fixture chunks are valid"));
             }
@@ -452,6 +458,29 @@ mod tests {
                     total_tokens: 225
                 })
             );
+        }
+    }
+
+    #[test]
+    fn every_two_way_split_of_every_fixture_gives_the_same_deltas() {
+        for name in [
+            "gpt4o_text.chunks.txt",
+            "gpt4o_tool_call.chunks.txt",
+            "groq_tool_call.chunks.txt",
+        ] {
+            let whole = replay_fixture(name, usize::MAX);
+            let wire = fixture_wire(name);
+            for split in 0..=wire.len() {
+                let mut decoder = SseDecoder::new();
+                let mut parser = ChunkParser::new();
+                let mut deltas = Vec::new();
+                for part in [&wire[..split], &wire[split..]] {
+                    for event in decoder.feed(part).expect("short lines") {
+                        deltas.extend(parser.parse(&event.data).expect("valid"));
+                    }
+                }
+                assert_eq!(deltas, whole, "{name} split at byte {split}");
+            }
         }
     }
 

@@ -29,6 +29,9 @@ use tokio::sync::watch;
 /// not grow memory without bound.
 const MAX_RECORDED: usize = 4096;
 
+/// Longest text `/audio/speech` accepts, as OpenAI documents.
+const MAX_SPEECH_INPUT_CHARS: usize = 4096;
+
 /// What the stand-in answers and how fast.
 #[derive(Clone, Debug)]
 pub struct StandinConfig {
@@ -233,6 +236,16 @@ impl Standins {
         {
             server.abort();
         }
+    }
+}
+
+impl std::fmt::Debug for Standins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Standins")
+            .field("addr", &self.addr)
+            .field("closed_early", &self.closed_early())
+            .field("completed", &self.completed())
+            .finish_non_exhaustive()
     }
 }
 
@@ -617,6 +630,14 @@ async fn speech(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             "invalid_request_error",
         );
     };
+    // OpenAI's own limit; it also bounds the audio a load test can make us allocate.
+    if input.chars().count() > MAX_SPEECH_INPUT_CHARS {
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            &format!("`input` is longer than {MAX_SPEECH_INPUT_CHARS} characters"),
+            "invalid_request_error",
+        );
+    }
     let format = request
         .get("response_format")
         .and_then(Value::as_str)
