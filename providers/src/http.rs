@@ -37,14 +37,16 @@ pub fn join_url(base_url: &str, path: &str) -> String {
 }
 
 /// A transport error (connect refused, reset, DNS) as an outage.
-pub fn transport_error(what: &str, url: &str, error: &reqwest::Error) -> PortError {
+pub fn transport_error(what: &str, url: &str, error: reqwest::Error) -> PortError {
+    // The URL is already in our message once.
+    let error = error.without_url();
     if error.is_timeout() {
         return PortError::timeout(format!("{what} at {url} timed out: {error}"));
     }
     // The Display of a reqwest error names the URL but never headers; walk the sources for the
     // useful part ("Connection refused").
     let mut detail = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = std::error::Error::source(&error);
     while let Some(inner) = source {
         detail.push_str(": ");
         detail.push_str(&inner.to_string());

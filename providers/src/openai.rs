@@ -387,7 +387,7 @@ async fn connect(
     let response = request
         .send()
         .await
-        .map_err(|e| transport_error("LLM", &inner.url, &e))?;
+        .map_err(|e| transport_error("LLM", &inner.url, e))?;
     if !response.status().is_success() {
         return Err(status_error("LLM", response).await);
     }

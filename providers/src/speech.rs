@@ -94,7 +94,7 @@ impl OpenAiSpeech {
         let response = request
             .send()
             .await
-            .map_err(|e| transport_error("TTS", &self.url, &e))?;
+            .map_err(|e| transport_error("TTS", &self.url, e))?;
         if !response.status().is_success() {
             return Err(status_error("TTS", response).await);
         }
