@@ -109,10 +109,65 @@ pub async fn body_excerpt(response: reqwest::Response) -> String {
     excerpt
 }
 
+/// A URL fit for messages and logs: no `user:password@`, no query string (some proxies take
+/// keys there). Unparseable input is cut at the first `?` and `@` is hidden the same way.
+pub fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            let had_query = parsed.query().is_some();
+            parsed.set_query(None);
+            let mut shown = parsed.to_string();
+            if had_query {
+                shown.push_str("?…");
+            }
+            shown
+        }
+        Err(_) => {
+            let without_query = url.split('?').next().unwrap_or_default();
+            match without_query.rsplit_once('@') {
+                Some((_, host_and_path)) => format!("…@{host_and_path}"),
+                None => without_query.to_owned(),
+            }
+        }
+    }
+}
+
 /// Hides a secret in `Debug` output while saying whether one is set.
 pub fn redacted(secret: &Option<String>) -> &'static str {
     match secret {
         Some(_) => "Some(<redacted>)",
         None => "None",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_url_hides_credentials_and_query() {
+        assert_eq!(
+            shown_url("https://user:sk-pass@proxy.example/v1/chat/completions?key=sk-q"),
+            "https://proxy.example/v1/chat/completions?…"
+        );
+        assert_eq!(
+            shown_url("http://127.0.0.1:8000/v1/audio/speech"),
+            "http://127.0.0.1:8000/v1/audio/speech"
+        );
+        assert_eq!(shown_url("not a url@x?key=1"), "…@x");
+    }
+
+    #[test]
+    fn join_url_has_one_slash() {
+        assert_eq!(
+            join_url("http://h/v1/", "/chat/completions"),
+            "http://h/v1/chat/completions"
+        );
+        assert_eq!(
+            join_url("http://h/v1", "audio/speech"),
+            "http://h/v1/audio/speech"
+        );
     }
 }

@@ -20,7 +20,7 @@ use switchboard_actors::ports::{LlmClient, PortError};
 use tokio::time::{Instant, timeout_at};
 
 use crate::chat::{ChunkError, ChunkParser, Delta};
-use crate::http::{build_client, join_url, redacted, status_error, transport_error};
+use crate::http::{build_client, join_url, redacted, shown_url, status_error, transport_error};
 use crate::sse::SseDecoder;
 
 /// How to reach one OpenAI-compatible chat server.
@@ -43,7 +43,7 @@ pub struct OpenAiChatConfig {
 impl fmt::Debug for OpenAiChatConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiChatConfig")
-            .field("base_url", &self.base_url)
+            .field("base_url", &shown_url(&self.base_url))
             .field("api_key", &format_args!("{}", redacted(&self.api_key)))
             .field("model", &self.model)
             .field("first_token_timeout", &self.first_token_timeout)
@@ -64,6 +64,8 @@ struct Inner {
     client: reqwest::Client,
     config: OpenAiChatConfig,
     url: String,
+    /// `url` without credentials or query, for messages and logs.
+    shown_url: String,
 }
 
 impl fmt::Debug for Inner {
@@ -83,11 +85,13 @@ impl OpenAiChat {
     /// A client sharing `client`'s connection pool (e.g. with [`crate::speech::OpenAiSpeech`]).
     pub fn with_client(config: OpenAiChatConfig, client: reqwest::Client) -> Self {
         let url = join_url(&config.base_url, "chat/completions");
+        let shown_url = shown_url(&url);
         OpenAiChat {
             inner: Arc::new(Inner {
                 client,
                 config,
                 url,
+                shown_url,
             }),
         }
     }
@@ -226,7 +230,7 @@ impl EventStream {
                     self.retried = true;
                     self.attempt = None;
                     tracing::warn!(
-                        url = %self.inner.url,
+                        url = %self.inner.shown_url,
                         timeout_ms = self.inner.config.first_token_timeout.as_millis() as u64,
                         "LLM first token late; retrying once"
                     );
@@ -236,7 +240,7 @@ impl EventStream {
                     return Some(Err(PortError::timeout(format!(
                         "LLM at {} sent no first token within {} ms, twice; the model server \
                          is overloaded or stuck",
-                        self.inner.url,
+                        self.inner.shown_url,
                         self.inner.config.first_token_timeout.as_millis()
                     ))));
                 }
@@ -298,7 +302,7 @@ impl EventStream {
             Err(_) if Instant::now() >= overall_deadline => {
                 Step::Failed(PortError::timeout(format!(
                     "LLM at {} did not finish within the overall deadline of {} ms",
-                    self.inner.url,
+                    self.inner.shown_url,
                     self.inner.config.overall_timeout.as_millis()
                 )))
             }
@@ -323,14 +327,14 @@ impl Attempt {
                 Some(Err(error)) => {
                     return Step::Failed(PortError::unavailable(format!(
                         "LLM stream from {} broke off: {error}",
-                        inner.url
+                        inner.shown_url
                     )));
                 }
                 None => {
                     return Step::Failed(PortError::unavailable(format!(
                         "LLM stream from {} ended without [DONE]; the server closed the \
                          connection mid-answer",
-                        inner.url
+                        inner.shown_url
                     )));
                 }
             };
@@ -348,7 +352,7 @@ impl Attempt {
                     Err(error @ ChunkError::InvalidJson { .. }) => {
                         return Step::Failed(PortError::unavailable(format!(
                             "{error}; is {} an OpenAI-compatible server?",
-                            inner.url
+                            inner.shown_url
                         )));
                     }
                 }
@@ -387,7 +391,7 @@ async fn connect(
     let response = request
         .send()
         .await
-        .map_err(|e| transport_error("LLM", &inner.url, e))?;
+        .map_err(|e| transport_error("LLM", &inner.shown_url, e))?;
     if !response.status().is_success() {
         return Err(status_error("LLM", response).await);
     }
@@ -407,7 +411,7 @@ async fn connect(
         return Err(PortError::unavailable(format!(
             "LLM at {} answered with {shown} instead of text/event-stream: {excerpt}; the \
              server may not support streaming",
-            inner.url
+            inner.shown_url
         )));
     }
     Ok(response.bytes_stream().boxed())
@@ -420,7 +424,8 @@ mod tests {
     #[test]
     fn debug_never_shows_the_key() {
         let config = OpenAiChatConfig {
-            base_url: "https://api.openai.com/v1".into(),
+            // A proxy URL with credentials in it is just as secret.
+            base_url: "https://bob:sk-secret-in-url@proxy.example/v1".into(),
             api_key: Some("sk-secret-123".into()),
             model: "gpt-4o-mini".into(),
             first_token_timeout: Duration::from_secs(2),

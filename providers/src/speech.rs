@@ -16,7 +16,7 @@ use serde_json::json;
 use switchboard_actors::ports::{PortError, SpeechSynth};
 use switchboard_twilio::audio::encode_mulaw;
 
-use crate::http::{build_client, join_url, redacted, status_error, transport_error};
+use crate::http::{build_client, join_url, redacted, shown_url, status_error, transport_error};
 
 /// Sample rate of `response_format: "pcm"` on OpenAI-compatible speech endpoints.
 pub const VENDOR_PCM_RATE: usize = 24_000;
@@ -39,7 +39,7 @@ pub struct OpenAiSpeechConfig {
 impl fmt::Debug for OpenAiSpeechConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiSpeechConfig")
-            .field("base_url", &self.base_url)
+            .field("base_url", &shown_url(&self.base_url))
             .field("api_key", &format_args!("{}", redacted(&self.api_key)))
             .field("model", &self.model)
             .field("voice", &self.voice)
@@ -54,6 +54,8 @@ pub struct OpenAiSpeech {
     client: reqwest::Client,
     config: OpenAiSpeechConfig,
     url: String,
+    /// `url` without credentials or query, for messages and logs.
+    shown_url: String,
 }
 
 impl fmt::Debug for OpenAiSpeech {
@@ -72,10 +74,12 @@ impl OpenAiSpeech {
     /// Shares `client`'s connection pool (e.g. with [`crate::openai::OpenAiChat`]).
     pub fn with_client(config: OpenAiSpeechConfig, client: reqwest::Client) -> Self {
         let url = join_url(&config.base_url, "audio/speech");
+        let shown_url = shown_url(&url);
         OpenAiSpeech {
             client,
             config,
             url,
+            shown_url,
         }
     }
 
@@ -94,12 +98,12 @@ impl OpenAiSpeech {
         let response = request
             .send()
             .await
-            .map_err(|e| transport_error("TTS", &self.url, e))?;
+            .map_err(|e| transport_error("TTS", &self.shown_url, e))?;
         if !response.status().is_success() {
             return Err(status_error("TTS", response).await);
         }
         response.bytes().await.map_err(|e| {
-            PortError::unavailable(format!("TTS audio from {} broke off: {e}", self.url))
+            PortError::unavailable(format!("TTS audio from {} broke off: {e}", self.shown_url))
         })
     }
 }
@@ -113,7 +117,7 @@ impl SpeechSynth for OpenAiSpeech {
             .map_err(|_| {
                 PortError::timeout(format!(
                     "TTS at {} did not deliver audio within {} ms",
-                    self.url,
+                    self.shown_url,
                     self.config.timeout.as_millis()
                 ))
             })??;
