@@ -331,7 +331,9 @@ pub enum ConfigError {
         scope: String,
         known: String,
     },
-    #[error("environment variable {var} must name a section and a key, like SWITCHBOARD__DATABASE__URL")]
+    #[error(
+        "environment variable {var} must name a section and a key, like SWITCHBOARD__DATABASE__URL"
+    )]
     EnvShape { var: String },
     #[error("environment variable {var} is not valid UTF-8")]
     EnvNotUnicode { var: String },
@@ -371,9 +373,11 @@ impl Config {
             if !name.starts_with(ENV_PREFIX) {
                 continue;
             }
-            let value = value.into_string().map_err(|_| ConfigError::EnvNotUnicode {
-                var: name.to_owned(),
-            })?;
+            let value = value
+                .into_string()
+                .map_err(|_| ConfigError::EnvNotUnicode {
+                    var: name.to_owned(),
+                })?;
             env.push((name.to_owned(), value));
         }
         Self::load_from(file, env)
@@ -584,7 +588,10 @@ impl Layers {
             ));
         }
         if !has_scheme(self.str_of("server.public_url"), &["http://", "https://"]) {
-            return Err(self.invalid("server.public_url", "a URL starting with http:// or https://"));
+            return Err(self.invalid(
+                "server.public_url",
+                "a URL starting with http:// or https://",
+            ));
         }
         let level = self.str_of("log.level");
         if level.trim().is_empty()
@@ -746,10 +753,7 @@ mod tests {
             redact_url("postgres://app:hunter2@db:5432/x?sslmode=require"),
             "postgres://app:***@db:5432/x?sslmode=require"
         );
-        assert_eq!(
-            redact_url("postgres://app@db/x"),
-            "postgres://app@db/x"
-        );
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::any::{Any, AnyArguments};
-use sqlx::{AssertSqlSafe, Arguments, Encode, Type};
+use sqlx::{Arguments, AssertSqlSafe, Encode, Type};
 
 use crate::storage::{Backend, Database, now_ms};
 
@@ -102,11 +102,15 @@ pub async fn seed(db: &Database, options: &SeedOptions) -> Result<SeedReport, Se
     // rows and writing them overlap (one core each).
     let (work_tx, mut work_rx) = tokio::sync::mpsc::channel::<Work>(8);
     let (seed_value, total) = (options.seed, options.customers);
-    let generator = tokio::task::spawn_blocking(move || generate_all(style, seed_value, first, total, now, work_tx));
+    let generator = tokio::task::spawn_blocking(move || {
+        generate_all(style, seed_value, first, total, now, work_tx)
+    });
     let mut tx = db.pool().begin().await?;
     if db.backend() == Backend::Sqlite {
         // A bigger page cache for this one connection keeps index pages in memory during the bulk load.
-        sqlx::query("PRAGMA cache_size = -262144").execute(&mut *tx).await?;
+        sqlx::query("PRAGMA cache_size = -262144")
+            .execute(&mut *tx)
+            .await?;
     }
     while let Some(work) = work_rx.recv().await {
         match work {
@@ -254,7 +258,7 @@ fn generate_all(
         generate_customer(&mut tables, seed, first + offset, now, &mut report)?;
         tables.flush_full(&mut ready);
         let done = offset + 1;
-        if done % CUSTOMERS_PER_TRANSACTION == 0 || done == total {
+        if done.is_multiple_of(CUSTOMERS_PER_TRANSACTION) || done == total {
             tables.flush_all(&mut ready);
             ready.push(Work::Commit { done });
         }
@@ -390,7 +394,12 @@ impl Tables {
             return;
         }
         self.customers.flush_complete(out);
-        for batch in [&mut self.facts, &mut self.tasks, &mut self.calls, &mut self.messages] {
+        for batch in [
+            &mut self.facts,
+            &mut self.tasks,
+            &mut self.calls,
+            &mut self.messages,
+        ] {
             batch.flush_complete(out);
         }
     }
@@ -398,7 +407,12 @@ impl Tables {
     /// Sends everything (end of a transaction).
     fn flush_all(&mut self, out: &mut Vec<Work>) {
         self.customers.flush(out);
-        for batch in [&mut self.facts, &mut self.tasks, &mut self.calls, &mut self.messages] {
+        for batch in [
+            &mut self.facts,
+            &mut self.tasks,
+            &mut self.calls,
+            &mut self.messages,
+        ] {
             batch.flush(out);
         }
     }
@@ -420,7 +434,9 @@ impl Rng {
     /// An independent stream per (seed, stream): starting points are scattered by `mix64` so
     /// streams do not run into each other.
     fn new(seed: u64, stream: u64) -> Rng {
-        Rng(mix64(seed ^ mix64(stream.wrapping_add(0x632B_E59B_D9B4_E019))))
+        Rng(mix64(
+            seed ^ mix64(stream.wrapping_add(0x632B_E59B_D9B4_E019)),
+        ))
     }
 
     fn next(&mut self) -> u64 {
@@ -544,7 +560,11 @@ fn generate_customer(
     let call_count = [0, 1, 1, 1, 2][rng.below(5) as usize];
     for call in 0..call_count {
         // The second half is a bijection of (customer, call): unique by construction.
-        let sid = format!("CA{:016x}{:016x}", rng.next(), mix64((index << 2 | call) ^ 0x5DEE_CE66_D1CE_4E5B));
+        let sid = format!(
+            "CA{:016x}{:016x}",
+            rng.next(),
+            mix64((index << 2 | call) ^ 0x5DEE_CE66_D1CE_4E5B)
+        );
         let started = now - rng.between(3_600_000, 365 * DAY_MS);
         let ended = started + rng.between(30_000, 900_000);
         let (outcome, summary) = call_summary(&mut rng, name_or_caller(named, first.0));
@@ -566,7 +586,7 @@ fn generate_customer(
         k.end_row();
         report.calls += 1;
         // A transcript for one call in ten, so conversation history has something to show.
-        if call == 0 && index % 10 == 0 {
+        if call == 0 && index.is_multiple_of(10) {
             let lines = transcript(named.then_some(first.0));
             for (seq, (role, text)) in lines.iter().enumerate() {
                 let m = &mut t.messages;
@@ -622,14 +642,27 @@ fn pick_language(rng: &mut Rng) -> &'static Language {
 
 fn fact_text(rng: &mut Rng, language: &Language) -> String {
     match rng.below(12) {
-        0 => format!("Prefers to be called in the {}", rng.pick(&["morning", "afternoon", "evening"])),
-        1 => format!("Has a {} named {}", rng.pick(&["dog", "cat", "parrot"]), rng.pick(PET_NAMES)),
+        0 => format!(
+            "Prefers to be called in the {}",
+            rng.pick(&["morning", "afternoon", "evening"])
+        ),
+        1 => format!(
+            "Has a {} named {}",
+            rng.pick(&["dog", "cat", "parrot"]),
+            rng.pick(PET_NAMES)
+        ),
         2 => format!("Birthday in {}", rng.pick(MONTHS)),
         3 => format!("Drives a {}", rng.pick(CARS)),
         4 => format!("Customer since {}", 2012 + rng.below(13)),
         5 => format!("Prefers to speak {}", language_name(language.code)),
-        6 => format!("Plan: {}", rng.pick(&["Basic", "Plus", "Premium", "Business"])),
-        7 => format!("Allergic to {}", rng.pick(&["peanuts", "shellfish", "gluten", "pollen"])),
+        6 => format!(
+            "Plan: {}",
+            rng.pick(&["Basic", "Plus", "Premium", "Business"])
+        ),
+        7 => format!(
+            "Allergic to {}",
+            rng.pick(&["peanuts", "shellfish", "gluten", "pollen"])
+        ),
         8 => format!("Has {} children", 1 + rng.below(4)),
         9 => format!("Works as a {}", rng.pick(JOBS)),
         10 => "Prefers e-mail over phone for paperwork".to_owned(),
@@ -654,11 +687,16 @@ fn call_summary(rng: &mut Rng, who: &str) -> (&'static str, String) {
     match rng.below(6) {
         0 => (
             "resolved",
-            format!("{who} asked about a charge on the last invoice; the agent explained it and the caller was satisfied."),
+            format!(
+                "{who} asked about a charge on the last invoice; the agent explained it and the caller was satisfied."
+            ),
         ),
         1 => (
             "callback-scheduled",
-            format!("{who} wants to change their plan; a callback was scheduled for {}.", rng.pick(&["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"])),
+            format!(
+                "{who} wants to change their plan; a callback was scheduled for {}.",
+                rng.pick(&["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"])
+            ),
         ),
         2 => (
             "resolved",
@@ -666,7 +704,10 @@ fn call_summary(rng: &mut Rng, who: &str) -> (&'static str, String) {
         ),
         3 => (
             "escalated",
-            format!("{who} had a technical problem the agent could not solve; escalated to support ticket #{}.", 1_000 + rng.below(9_000)),
+            format!(
+                "{who} had a technical problem the agent could not solve; escalated to support ticket #{}.",
+                1_000 + rng.below(9_000)
+            ),
         ),
         4 => (
             "resolved",
@@ -714,32 +755,80 @@ const LANGUAGES: &[Language] = &[
     Language {
         code: "en",
         first_names: &[
-            ("James", "james"), ("Mary", "mary"), ("Robert", "robert"), ("Patricia", "patricia"),
-            ("John", "john"), ("Jennifer", "jennifer"), ("Michael", "michael"), ("Linda", "linda"),
-            ("David", "david"), ("Elizabeth", "elizabeth"), ("William", "william"), ("Sarah", "sarah"),
-            ("Emily", "emily"), ("Daniel", "daniel"), ("Olivia", "olivia"), ("Noah", "noah"),
+            ("James", "james"),
+            ("Mary", "mary"),
+            ("Robert", "robert"),
+            ("Patricia", "patricia"),
+            ("John", "john"),
+            ("Jennifer", "jennifer"),
+            ("Michael", "michael"),
+            ("Linda", "linda"),
+            ("David", "david"),
+            ("Elizabeth", "elizabeth"),
+            ("William", "william"),
+            ("Sarah", "sarah"),
+            ("Emily", "emily"),
+            ("Daniel", "daniel"),
+            ("Olivia", "olivia"),
+            ("Noah", "noah"),
         ],
         last_names: &[
-            ("Smith", "smith"), ("Johnson", "johnson"), ("Williams", "williams"), ("Brown", "brown"),
-            ("Jones", "jones"), ("Miller", "miller"), ("Davis", "davis"), ("Wilson", "wilson"),
-            ("Anderson", "anderson"), ("Taylor", "taylor"), ("Thomas", "thomas"), ("Moore", "moore"),
-            ("O'Brien", "obrien"), ("Clarke", "clarke"), ("Walker", "walker"), ("Young", "young"),
+            ("Smith", "smith"),
+            ("Johnson", "johnson"),
+            ("Williams", "williams"),
+            ("Brown", "brown"),
+            ("Jones", "jones"),
+            ("Miller", "miller"),
+            ("Davis", "davis"),
+            ("Wilson", "wilson"),
+            ("Anderson", "anderson"),
+            ("Taylor", "taylor"),
+            ("Thomas", "thomas"),
+            ("Moore", "moore"),
+            ("O'Brien", "obrien"),
+            ("Clarke", "clarke"),
+            ("Walker", "walker"),
+            ("Young", "young"),
         ],
-        email_domains: &["gmail.com", "outlook.com", "yahoo.com", "icloud.com", "example.com"],
+        email_domains: &[
+            "gmail.com",
+            "outlook.com",
+            "yahoo.com",
+            "icloud.com",
+            "example.com",
+        ],
         family_name_first: false,
         weight: 40,
     },
     Language {
         code: "es",
         first_names: &[
-            ("José", "jose"), ("María", "maria"), ("Alejandro", "alejandro"), ("Lucía", "lucia"),
-            ("Javier", "javier"), ("Carmen", "carmen"), ("Diego", "diego"), ("Sofía", "sofia"),
-            ("Pablo", "pablo"), ("Valentina", "valentina"), ("Andrés", "andres"), ("Isabel", "isabel"),
+            ("José", "jose"),
+            ("María", "maria"),
+            ("Alejandro", "alejandro"),
+            ("Lucía", "lucia"),
+            ("Javier", "javier"),
+            ("Carmen", "carmen"),
+            ("Diego", "diego"),
+            ("Sofía", "sofia"),
+            ("Pablo", "pablo"),
+            ("Valentina", "valentina"),
+            ("Andrés", "andres"),
+            ("Isabel", "isabel"),
         ],
         last_names: &[
-            ("García", "garcia"), ("Martínez", "martinez"), ("López", "lopez"), ("Hernández", "hernandez"),
-            ("González", "gonzalez"), ("Pérez", "perez"), ("Sánchez", "sanchez"), ("Ramírez", "ramirez"),
-            ("Torres", "torres"), ("Flores", "flores"), ("Núñez", "nunez"), ("Castillo", "castillo"),
+            ("García", "garcia"),
+            ("Martínez", "martinez"),
+            ("López", "lopez"),
+            ("Hernández", "hernandez"),
+            ("González", "gonzalez"),
+            ("Pérez", "perez"),
+            ("Sánchez", "sanchez"),
+            ("Ramírez", "ramirez"),
+            ("Torres", "torres"),
+            ("Flores", "flores"),
+            ("Núñez", "nunez"),
+            ("Castillo", "castillo"),
         ],
         email_domains: &["gmail.com", "hotmail.es", "yahoo.es", "outlook.com"],
         family_name_first: false,
@@ -748,14 +837,32 @@ const LANGUAGES: &[Language] = &[
     Language {
         code: "pt",
         first_names: &[
-            ("João", "joao"), ("Ana", "ana"), ("Pedro", "pedro"), ("Beatriz", "beatriz"),
-            ("Lucas", "lucas"), ("Mariana", "mariana"), ("Gonçalo", "goncalo"), ("Inês", "ines"),
-            ("Rafael", "rafael"), ("Camila", "camila"), ("Tiago", "tiago"), ("Larissa", "larissa"),
+            ("João", "joao"),
+            ("Ana", "ana"),
+            ("Pedro", "pedro"),
+            ("Beatriz", "beatriz"),
+            ("Lucas", "lucas"),
+            ("Mariana", "mariana"),
+            ("Gonçalo", "goncalo"),
+            ("Inês", "ines"),
+            ("Rafael", "rafael"),
+            ("Camila", "camila"),
+            ("Tiago", "tiago"),
+            ("Larissa", "larissa"),
         ],
         last_names: &[
-            ("Silva", "silva"), ("Santos", "santos"), ("Oliveira", "oliveira"), ("Souza", "souza"),
-            ("Pereira", "pereira"), ("Costa", "costa"), ("Rodrigues", "rodrigues"), ("Almeida", "almeida"),
-            ("Conceição", "conceicao"), ("Ferreira", "ferreira"), ("Gonçalves", "goncalves"), ("Araújo", "araujo"),
+            ("Silva", "silva"),
+            ("Santos", "santos"),
+            ("Oliveira", "oliveira"),
+            ("Souza", "souza"),
+            ("Pereira", "pereira"),
+            ("Costa", "costa"),
+            ("Rodrigues", "rodrigues"),
+            ("Almeida", "almeida"),
+            ("Conceição", "conceicao"),
+            ("Ferreira", "ferreira"),
+            ("Gonçalves", "goncalves"),
+            ("Araújo", "araujo"),
         ],
         email_domains: &["gmail.com", "uol.com.br", "sapo.pt", "outlook.com"],
         family_name_first: false,
@@ -764,14 +871,32 @@ const LANGUAGES: &[Language] = &[
     Language {
         code: "fr",
         first_names: &[
-            ("François", "francois"), ("Chloé", "chloe"), ("Louis", "louis"), ("Camille", "camille"),
-            ("Hugo", "hugo"), ("Léa", "lea"), ("Étienne", "etienne"), ("Manon", "manon"),
-            ("Julien", "julien"), ("Élodie", "elodie"), ("Mathis", "mathis"), ("Inès", "ines"),
+            ("François", "francois"),
+            ("Chloé", "chloe"),
+            ("Louis", "louis"),
+            ("Camille", "camille"),
+            ("Hugo", "hugo"),
+            ("Léa", "lea"),
+            ("Étienne", "etienne"),
+            ("Manon", "manon"),
+            ("Julien", "julien"),
+            ("Élodie", "elodie"),
+            ("Mathis", "mathis"),
+            ("Inès", "ines"),
         ],
         last_names: &[
-            ("Martin", "martin"), ("Bernard", "bernard"), ("Dubois", "dubois"), ("Thomas", "thomas"),
-            ("Robert", "robert"), ("Petit", "petit"), ("Durand", "durand"), ("Leroy", "leroy"),
-            ("Lefèvre", "lefevre"), ("Moreau", "moreau"), ("Girard", "girard"), ("Rousseau", "rousseau"),
+            ("Martin", "martin"),
+            ("Bernard", "bernard"),
+            ("Dubois", "dubois"),
+            ("Thomas", "thomas"),
+            ("Robert", "robert"),
+            ("Petit", "petit"),
+            ("Durand", "durand"),
+            ("Leroy", "leroy"),
+            ("Lefèvre", "lefevre"),
+            ("Moreau", "moreau"),
+            ("Girard", "girard"),
+            ("Rousseau", "rousseau"),
         ],
         email_domains: &["gmail.com", "orange.fr", "free.fr", "laposte.net"],
         family_name_first: false,
@@ -780,14 +905,32 @@ const LANGUAGES: &[Language] = &[
     Language {
         code: "de",
         first_names: &[
-            ("Lukas", "lukas"), ("Anna", "anna"), ("Jürgen", "juergen"), ("Sophie", "sophie"),
-            ("Maximilian", "maximilian"), ("Lena", "lena"), ("Jörg", "joerg"), ("Hannah", "hannah"),
-            ("Felix", "felix"), ("Katharina", "katharina"), ("Stefan", "stefan"), ("Jülide", "juelide"),
+            ("Lukas", "lukas"),
+            ("Anna", "anna"),
+            ("Jürgen", "juergen"),
+            ("Sophie", "sophie"),
+            ("Maximilian", "maximilian"),
+            ("Lena", "lena"),
+            ("Jörg", "joerg"),
+            ("Hannah", "hannah"),
+            ("Felix", "felix"),
+            ("Katharina", "katharina"),
+            ("Stefan", "stefan"),
+            ("Jülide", "juelide"),
         ],
         last_names: &[
-            ("Müller", "mueller"), ("Schmidt", "schmidt"), ("Schneider", "schneider"), ("Fischer", "fischer"),
-            ("Weber", "weber"), ("Meyer", "meyer"), ("Wagner", "wagner"), ("Becker", "becker"),
-            ("Schäfer", "schaefer"), ("Hoffmann", "hoffmann"), ("Koch", "koch"), ("Größer", "groesser"),
+            ("Müller", "mueller"),
+            ("Schmidt", "schmidt"),
+            ("Schneider", "schneider"),
+            ("Fischer", "fischer"),
+            ("Weber", "weber"),
+            ("Meyer", "meyer"),
+            ("Wagner", "wagner"),
+            ("Becker", "becker"),
+            ("Schäfer", "schaefer"),
+            ("Hoffmann", "hoffmann"),
+            ("Koch", "koch"),
+            ("Größer", "groesser"),
         ],
         email_domains: &["gmail.com", "web.de", "gmx.de", "t-online.de"],
         family_name_first: false,
@@ -796,12 +939,24 @@ const LANGUAGES: &[Language] = &[
     Language {
         code: "it",
         first_names: &[
-            ("Giuseppe", "giuseppe"), ("Giulia", "giulia"), ("Marco", "marco"), ("Francesca", "francesca"),
-            ("Luca", "luca"), ("Chiara", "chiara"), ("Niccolò", "niccolo"), ("Sara", "sara"),
+            ("Giuseppe", "giuseppe"),
+            ("Giulia", "giulia"),
+            ("Marco", "marco"),
+            ("Francesca", "francesca"),
+            ("Luca", "luca"),
+            ("Chiara", "chiara"),
+            ("Niccolò", "niccolo"),
+            ("Sara", "sara"),
         ],
         last_names: &[
-            ("Rossi", "rossi"), ("Russo", "russo"), ("Ferrari", "ferrari"), ("Esposito", "esposito"),
-            ("Bianchi", "bianchi"), ("Romano", "romano"), ("Colombo", "colombo"), ("De Luca", "deluca"),
+            ("Rossi", "rossi"),
+            ("Russo", "russo"),
+            ("Ferrari", "ferrari"),
+            ("Esposito", "esposito"),
+            ("Bianchi", "bianchi"),
+            ("Romano", "romano"),
+            ("Colombo", "colombo"),
+            ("De Luca", "deluca"),
         ],
         email_domains: &["gmail.com", "libero.it", "virgilio.it"],
         family_name_first: false,
@@ -810,12 +965,24 @@ const LANGUAGES: &[Language] = &[
     Language {
         code: "ja",
         first_names: &[
-            ("美咲", "misaki"), ("翔太", "shota"), ("陽菜", "hina"), ("大翔", "hiroto"),
-            ("結衣", "yui"), ("蓮", "ren"), ("さくら", "sakura"), ("健一", "kenichi"),
+            ("美咲", "misaki"),
+            ("翔太", "shota"),
+            ("陽菜", "hina"),
+            ("大翔", "hiroto"),
+            ("結衣", "yui"),
+            ("蓮", "ren"),
+            ("さくら", "sakura"),
+            ("健一", "kenichi"),
         ],
         last_names: &[
-            ("佐藤", "sato"), ("鈴木", "suzuki"), ("高橋", "takahashi"), ("田中", "tanaka"),
-            ("伊藤", "ito"), ("渡辺", "watanabe"), ("山本", "yamamoto"), ("中村", "nakamura"),
+            ("佐藤", "sato"),
+            ("鈴木", "suzuki"),
+            ("高橋", "takahashi"),
+            ("田中", "tanaka"),
+            ("伊藤", "ito"),
+            ("渡辺", "watanabe"),
+            ("山本", "yamamoto"),
+            ("中村", "nakamura"),
         ],
         email_domains: &["gmail.com", "yahoo.co.jp", "docomo.ne.jp"],
         family_name_first: true,
@@ -824,12 +991,24 @@ const LANGUAGES: &[Language] = &[
     Language {
         code: "zh",
         first_names: &[
-            ("伟", "wei"), ("芳", "fang"), ("娜", "na"), ("强", "qiang"),
-            ("静", "jing"), ("磊", "lei"), ("敏", "min"), ("洋", "yang"),
+            ("伟", "wei"),
+            ("芳", "fang"),
+            ("娜", "na"),
+            ("强", "qiang"),
+            ("静", "jing"),
+            ("磊", "lei"),
+            ("敏", "min"),
+            ("洋", "yang"),
         ],
         last_names: &[
-            ("王", "wang"), ("李", "li"), ("张", "zhang"), ("刘", "liu"),
-            ("陈", "chen"), ("杨", "yang"), ("黄", "huang"), ("赵", "zhao"),
+            ("王", "wang"),
+            ("李", "li"),
+            ("张", "zhang"),
+            ("刘", "liu"),
+            ("陈", "chen"),
+            ("杨", "yang"),
+            ("黄", "huang"),
+            ("赵", "zhao"),
         ],
         email_domains: &["qq.com", "163.com", "gmail.com"],
         family_name_first: true,
@@ -838,11 +1017,26 @@ const LANGUAGES: &[Language] = &[
 ];
 
 const COMPANIES: &[&str] = &[
-    "Acme Logistics", "Blue Harbor Dental", "Northwind Traders", "Contoso Pharmacy",
-    "Globex Energy", "Initech Software", "Umbrella Insurance", "Stark Plumbing",
-    "Wayne Catering", "Oceanic Travel", "Cyberdyne Robotics", "Hooli Media",
-    "Panadería La Espiga", "Boulangerie du Coin", "Müller Bau GmbH", "Sakura Denki",
-    "Padaria Pão Quente", "Trattoria Da Gino", "Red Lantern Imports", "Green Valley Farms",
+    "Acme Logistics",
+    "Blue Harbor Dental",
+    "Northwind Traders",
+    "Contoso Pharmacy",
+    "Globex Energy",
+    "Initech Software",
+    "Umbrella Insurance",
+    "Stark Plumbing",
+    "Wayne Catering",
+    "Oceanic Travel",
+    "Cyberdyne Robotics",
+    "Hooli Media",
+    "Panadería La Espiga",
+    "Boulangerie du Coin",
+    "Müller Bau GmbH",
+    "Sakura Denki",
+    "Padaria Pão Quente",
+    "Trattoria Da Gino",
+    "Red Lantern Imports",
+    "Green Valley Farms",
 ];
 
 const NOTES: &[&str] = &[
@@ -856,13 +1050,41 @@ const NOTES: &[&str] = &[
     "Hard of hearing; speak clearly.",
 ];
 
-const PET_NAMES: &[&str] = &["Max", "Luna", "Bella", "Charlie", "Mochi", "Rocky", "Nala", "Toby"];
-const MONTHS: &[&str] = &[
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
+const PET_NAMES: &[&str] = &[
+    "Max", "Luna", "Bella", "Charlie", "Mochi", "Rocky", "Nala", "Toby",
 ];
-const CARS: &[&str] = &["Toyota Corolla", "Ford F-150", "Honda Civic", "Tesla Model 3", "VW Golf", "Fiat 500"];
-const JOBS: &[&str] = &["nurse", "teacher", "software engineer", "electrician", "chef", "accountant", "farmer", "lawyer"];
+const MONTHS: &[&str] = &[
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const CARS: &[&str] = &[
+    "Toyota Corolla",
+    "Ford F-150",
+    "Honda Civic",
+    "Tesla Model 3",
+    "VW Golf",
+    "Fiat 500",
+];
+const JOBS: &[&str] = &[
+    "nurse",
+    "teacher",
+    "software engineer",
+    "electrician",
+    "chef",
+    "accountant",
+    "farmer",
+    "lawyer",
+];
 
 /// Real US and Canadian area codes; combined with the fictional 555 exchange.
 const AREA_CODES: &[u16] = &[
@@ -892,7 +1114,10 @@ mod tests {
     #[test]
     fn demo_phones_are_unique_e164() {
         let mut seen = std::collections::HashSet::new();
-        for n in (0..phone_capacity()).step_by(997).chain([0, 1, phone_capacity() - 1]) {
+        for n in (0..phone_capacity())
+            .step_by(997)
+            .chain([0, 1, phone_capacity() - 1])
+        {
             let phone = demo_phone(n).unwrap_or_default();
             assert_eq!(phone.len(), 12, "{phone}");
             assert!(phone.starts_with("+1"));

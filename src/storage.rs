@@ -106,9 +106,7 @@ impl From<&DatabaseConfig> for ConnectOptions {
 /// Errors that tell the operator what went wrong and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error(
-        "database.url must start with sqlite:, postgres:// or postgresql://, got \"{url}\""
-    )]
+    #[error("database.url must start with sqlite:, postgres:// or postgresql://, got \"{url}\"")]
     UnsupportedUrl { url: String },
     #[error(
         "cannot create the database folder {path}: {source}; create it or point database.url elsewhere"
@@ -182,13 +180,14 @@ impl Database {
                 })
             });
         }
-        let pool = pool_options
-            .connect(&connect_url)
-            .await
-            .map_err(|source| StorageError::Connect {
-                url: display_url.to_string(),
-                source,
-            })?;
+        let pool =
+            pool_options
+                .connect(&connect_url)
+                .await
+                .map_err(|source| StorageError::Connect {
+                    url: display_url.to_string(),
+                    source,
+                })?;
         Ok(Database {
             pool,
             backend,

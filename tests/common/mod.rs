@@ -89,7 +89,11 @@ impl TestApp {
     }
 
     /// Polls `/readyz` until it answers 200 or `patience` passes; returns the last status and body.
-    pub async fn poll_readyz(&self, patience: Duration, until_ready: bool) -> (u16, serde_json::Value) {
+    pub async fn poll_readyz(
+        &self,
+        patience: Duration,
+        until_ready: bool,
+    ) -> (u16, serde_json::Value) {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let response = self.get("/readyz").await;
@@ -98,7 +102,10 @@ impl TestApp {
             let done = if until_ready {
                 status == 200
             } else {
-                status == 503 && body["reason"].as_str().is_some_and(|r| r.contains("attempt"))
+                status == 503
+                    && body["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("attempt"))
             };
             if done || tokio::time::Instant::now() >= deadline {
                 return (status, body);
@@ -219,8 +226,7 @@ impl Drop for PgTestDb {
                 return;
             };
             runtime.block_on(async move {
-                if let Ok(admin) = Database::connect(&admin_url, &ConnectOptions::default()).await
-                {
+                if let Ok(admin) = Database::connect(&admin_url, &ConnectOptions::default()).await {
                     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
                     )))
@@ -268,9 +274,17 @@ pub fn run_bin(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> BinRun {
 /// Asserts a run failed with exit code 2 and exactly one non-empty stderr line, no panic.
 pub fn assert_one_line_config_error(run: &BinRun) -> String {
     assert_eq!(run.code, Some(2), "exit code; stderr: {}", run.stderr);
-    let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     assert_eq!(lines.len(), 1, "one stderr line, got: {}", run.stderr);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    assert!(!run.stderr.to_lowercase().contains("backtrace"), "{}", run.stderr);
+    assert!(
+        !run.stderr.to_lowercase().contains("backtrace"),
+        "{}",
+        run.stderr
+    );
     lines[0].to_owned()
 }

@@ -36,7 +36,10 @@ fn file_overrides_defaults_and_env_overrides_file() {
     assert_eq!(config.server.bind.to_string(), "0.0.0.0:9000");
     assert!(config.chaos.enabled, "booleans parse from env");
     assert_eq!(config.database.url, "postgres://u@h:5432/db");
-    assert_eq!(config.supervisor.max_restarts, 3, "untouched keys keep defaults");
+    assert_eq!(
+        config.supervisor.max_restarts, 3,
+        "untouched keys keep defaults"
+    );
 }
 
 #[test]
@@ -72,7 +75,10 @@ fn enum_and_type_errors_are_precise() {
     let err = Config::load_from(Some(&file), Vec::<(String, String)>::new())
         .expect_err("string for bool")
         .to_string();
-    assert!(err.starts_with(r#"chaos.enabled must be true or false, got "yes""#), "{err}");
+    assert!(
+        err.starts_with(r#"chaos.enabled must be true or false, got "yes""#),
+        "{err}"
+    );
 }
 
 #[test]
@@ -82,12 +88,18 @@ fn unknown_keys_are_errors() {
     let err = Config::load_from(Some(&file), Vec::<(String, String)>::new())
         .expect_err("typo")
         .to_string();
-    assert!(err.contains("unknown configuration key prefetch.timout_ms"), "{err}");
+    assert!(
+        err.contains("unknown configuration key prefetch.timout_ms"),
+        "{err}"
+    );
     assert!(err.contains("timeout_ms"), "lists the known keys: {err}");
     let err = Config::load_from(None, [("SWITCHBOARD__DATABSE__URL", "sqlite://x.db")])
         .expect_err("typo in env")
         .to_string();
-    assert!(err.contains("unknown configuration key databse.url"), "{err}");
+    assert!(
+        err.contains("unknown configuration key databse.url"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -98,12 +110,20 @@ fn secrets_never_show_in_debug_or_errors() {
             ("SWITCHBOARD__TWILIO__AUTH_TOKEN", "tw-secret-123"),
             ("SWITCHBOARD__LLM__API_KEY", "sk-secret-456"),
             ("SWITCHBOARD__OPERATOR__TOKEN", "op-secret-789"),
-            ("SWITCHBOARD__DATABASE__URL", "postgres://app:db-pass-000@h/db"),
+            (
+                "SWITCHBOARD__DATABASE__URL",
+                "postgres://app:db-pass-000@h/db",
+            ),
         ],
     )
     .expect("config loads");
     let debug = format!("{config:?}");
-    for secret in ["tw-secret-123", "sk-secret-456", "op-secret-789", "db-pass-000"] {
+    for secret in [
+        "tw-secret-123",
+        "sk-secret-456",
+        "op-secret-789",
+        "db-pass-000",
+    ] {
         assert!(!debug.contains(secret), "{secret} leaked in {debug}");
     }
     assert_eq!(config.twilio.auth_token.expose(), "tw-secret-123");
@@ -121,9 +141,16 @@ fn secrets_never_show_in_debug_or_errors() {
 #[test]
 fn binary_missing_config_file_is_one_line_exit_2() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = run_bin(&["migrate", "--config", "/nonexistent/switchboard.toml"], &[], dir.path());
+    let run = run_bin(
+        &["migrate", "--config", "/nonexistent/switchboard.toml"],
+        &[],
+        dir.path(),
+    );
     let line = assert_one_line_config_error(&run);
-    assert!(line.contains("cannot read config file /nonexistent/switchboard.toml"), "{line}");
+    assert!(
+        line.contains("cannot read config file /nonexistent/switchboard.toml"),
+        "{line}"
+    );
 
     let run = run_bin(
         &["serve"],
@@ -138,7 +165,11 @@ fn binary_missing_config_file_is_one_line_exit_2() {
 fn binary_unknown_key_malformed_value_and_bad_toml_are_one_line_exit_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let typo = write_file(&dir, "typo.toml", "[server]\nbnd = \"127.0.0.1:1\"\n");
-    let run = run_bin(&["serve", "--config", &typo.display().to_string()], &[], dir.path());
+    let run = run_bin(
+        &["serve", "--config", &typo.display().to_string()],
+        &[],
+        dir.path(),
+    );
     let line = assert_one_line_config_error(&run);
     assert!(line.contains("server.bnd"), "{line}");
 
@@ -148,10 +179,20 @@ fn binary_unknown_key_malformed_value_and_bad_toml_are_one_line_exit_2() {
         dir.path(),
     );
     let line = assert_one_line_config_error(&run);
-    assert!(line.contains("prefetch.timeout_ms must be between 1 and 60000, got 0"), "{line}");
+    assert!(
+        line.contains("prefetch.timeout_ms must be between 1 and 60000, got 0"),
+        "{line}"
+    );
 
     let broken = write_file(&dir, "broken.toml", "[server\nbind = 1\n");
-    let run = run_bin(&["migrate", "--config", &broken.display().to_string()], &[], dir.path());
+    let run = run_bin(
+        &["migrate", "--config", &broken.display().to_string()],
+        &[],
+        dir.path(),
+    );
     let line = assert_one_line_config_error(&run);
-    assert!(line.contains("not valid TOML") && line.contains("line 1"), "{line}");
+    assert!(
+        line.contains("not valid TOML") && line.contains("line 1"),
+        "{line}"
+    );
 }

@@ -91,9 +91,16 @@ async fn binary_serve_stops_cleanly_on_sigterm() {
         .await
         .expect("join")
         .expect("wait");
-    assert!(ready, "server became ready; stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        ready,
+        "server became ready; stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(output.status.code(), Some(0), "clean exit after SIGTERM");
-    assert!(dir.path().join("data/switchboard.db").is_file(), "embedded database created");
+    assert!(
+        dir.path().join("data/switchboard.db").is_file(),
+        "embedded database created"
+    );
 }
 
 #[test]
@@ -101,7 +108,15 @@ fn binary_serve_reports_a_port_in_use() {
     let dir = tempfile::tempdir().expect("tempdir");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
     let addr = taken.local_addr().expect("addr").to_string();
-    let run = run_bin(&["serve"], &[("SWITCHBOARD__SERVER__BIND", &addr)], dir.path());
+    let run = run_bin(
+        &["serve"],
+        &[("SWITCHBOARD__SERVER__BIND", &addr)],
+        dir.path(),
+    );
     assert_eq!(run.code, Some(1), "stderr: {}", run.stderr);
-    assert!(run.stderr.contains(&format!("cannot listen on {addr}")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("cannot listen on {addr}")),
+        "{}",
+        run.stderr
+    );
 }

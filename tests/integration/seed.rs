@@ -52,7 +52,11 @@ async fn seeds_sqlite_deterministically_and_appends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = migrated(&sqlite_url(dir.path(), "a.db")).await;
     let b = migrated(&sqlite_url(dir.path(), "b.db")).await;
-    let options = SeedOptions { customers: 300, seed: 7, progress: false };
+    let options = SeedOptions {
+        customers: 300,
+        seed: 7,
+        progress: false,
+    };
     let report = seed(&a, &options).await.expect("seed a");
     assert_eq!(report.customers, 300);
     seed(&b, &options).await.expect("seed b");
@@ -60,9 +64,16 @@ async fn seeds_sqlite_deterministically_and_appends() {
     assert_eq!(names(&a).await, names(&b).await, "same seed, same data");
 
     // Seeding again appends new customers with new phone numbers.
-    seed(&a, &SeedOptions { customers: 100, seed: 8, progress: false })
-        .await
-        .expect("second seed");
+    seed(
+        &a,
+        &SeedOptions {
+            customers: 100,
+            seed: 8,
+            progress: false,
+        },
+    )
+    .await
+    .expect("second seed");
     check_seeded(&a, 400).await;
     a.close().await;
     b.close().await;
@@ -72,9 +83,16 @@ async fn seeds_sqlite_deterministically_and_appends() {
 async fn seeds_postgres() {
     let pg = PgTestDb::create().await;
     let db = migrated(&pg.url).await;
-    seed(&db, &SeedOptions { customers: 300, seed: 7, progress: false })
-        .await
-        .expect("seed");
+    seed(
+        &db,
+        &SeedOptions {
+            customers: 300,
+            seed: 7,
+            progress: false,
+        },
+    )
+    .await
+    .expect("seed");
     check_seeded(&db, 300).await;
     // The identity sequence moved past the explicit ids: a normal insert still works.
     sqlx::query(

@@ -32,12 +32,18 @@ async fn exercise_schema(db: &Database) {
     let first = db.migrate().await.expect("migrations apply");
     assert_eq!(first.len(), 1, "one migration applied on a fresh database");
     let second = db.migrate().await.expect("second run succeeds");
-    assert!(second.is_empty(), "second run is a no-op, applied {second:?}");
+    assert!(
+        second.is_empty(),
+        "second run is a no-op, applied {second:?}"
+    );
     db.readiness().await.expect("ready after migrations");
 
     let tables = table_names(db).await;
     for table in TABLES {
-        assert!(tables.iter().any(|t| t == table), "{table} missing from {tables:?}");
+        assert!(
+            tables.iter().any(|t| t == table),
+            "{table} missing from {tables:?}"
+        );
     }
 
     // Customers: E.164 unique, times as BIGINT milliseconds.
@@ -66,17 +72,22 @@ async fn exercise_schema(db: &Database) {
         .fetch_one(db.pool())
         .await
         .expect("read customer");
-    assert_eq!(row.try_get::<String, _>("name").ok().as_deref(), Some("Ada Lovelace"));
+    assert_eq!(
+        row.try_get::<String, _>("name").ok().as_deref(),
+        Some("Ada Lovelace")
+    );
     assert_eq!(row.try_get::<i64, _>("created_at_ms").ok(), Some(at_ms));
 
     // Facts, tasks and calls cascade with their customer.
-    sqlx::query("INSERT INTO customer_facts (customer_id, fact, created_at_ms) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind("Prefers mornings")
-        .bind(at_ms)
-        .execute(db.pool())
-        .await
-        .expect("insert fact");
+    sqlx::query(
+        "INSERT INTO customer_facts (customer_id, fact, created_at_ms) VALUES ($1, $2, $3)",
+    )
+    .bind(id)
+    .bind("Prefers mornings")
+    .bind(at_ms)
+    .execute(db.pool())
+    .await
+    .expect("insert fact");
     sqlx::query(
         "INSERT INTO tasks (customer_id, title, status, priority, due_at_ms, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $6)",
     )
@@ -125,11 +136,13 @@ async fn exercise_schema(db: &Database) {
     .await
     .expect("idempotent retry");
     assert_eq!(retried.rows_affected(), 0);
-    let rows = sqlx::query("SELECT interrupted, created_at_ms FROM messages WHERE call_sid = $1 ORDER BY seq")
-        .bind("CA0123")
-        .fetch_all(db.pool())
-        .await
-        .expect("read messages");
+    let rows = sqlx::query(
+        "SELECT interrupted, created_at_ms FROM messages WHERE call_sid = $1 ORDER BY seq",
+    )
+    .bind("CA0123")
+    .fetch_all(db.pool())
+    .await
+    .expect("read messages");
     let read: Vec<(bool, i64)> = rows
         .iter()
         .map(|r| {
@@ -164,7 +177,10 @@ async fn sqlite_fresh_file_in_missing_folder() {
     assert_eq!(db.backend(), Backend::Sqlite);
 
     let not_ready = db.readiness().await.expect_err("nothing migrated yet");
-    assert!(not_ready.0.contains("migrations not applied"), "{not_ready}");
+    assert!(
+        not_ready.0.contains("migrations not applied"),
+        "{not_ready}"
+    );
 
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(db.pool())
@@ -203,7 +219,10 @@ async fn sqlite_folder_that_cannot_be_created_is_a_clear_error() {
         .expect_err("a file is in the way");
     assert!(matches!(err, StorageError::CreateFolder { .. }), "{err}");
     let message = err.to_string();
-    assert!(message.contains("cannot create the database folder"), "{message}");
+    assert!(
+        message.contains("cannot create the database folder"),
+        "{message}"
+    );
     assert!(message.contains("database.url"), "{message}");
 }
 
@@ -251,7 +270,11 @@ fn binary_migrate_creates_sqlite_file_and_is_idempotent() {
     assert!(dir.path().join("data/switchboard.db").is_file());
     let second = run_bin(&["migrate"], &[], dir.path());
     assert_eq!(second.code, Some(0), "stderr: {}", second.stderr);
-    assert!(second.stdout.contains("0 applied now, 1 in total"), "{}", second.stdout);
+    assert!(
+        second.stdout.contains("0 applied now, 1 in total"),
+        "{}",
+        second.stdout
+    );
 }
 
 #[tokio::test]
@@ -271,7 +294,10 @@ async fn binary_migrate_against_postgres() {
         .expect("connect");
     let tables = table_names(&db).await;
     for table in TABLES {
-        assert!(tables.iter().any(|t| t == table), "{table} missing from {tables:?}");
+        assert!(
+            tables.iter().any(|t| t == table),
+            "{table} missing from {tables:?}"
+        );
     }
     db.readiness().await.expect("migrated database is ready");
     db.close().await;
@@ -284,5 +310,10 @@ fn binary_migrate_with_unusable_folder_is_a_clear_error() {
     let run = run_bin(&["migrate"], &[], dir.path());
     assert_eq!(run.code, Some(1), "stderr: {}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-    assert!(run.stderr.contains("cannot create the database folder data"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("cannot create the database folder data"),
+        "{}",
+        run.stderr
+    );
 }
