@@ -24,7 +24,7 @@ fn corpus() -> Vec<Case> {
     let mut cases: Vec<Case> = CORPUS
         .lines()
         .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty() && !line.starts_with('#'))
+        .filter(|(_, line)| !line.trim().is_empty() && !line.starts_with("# "))
         .map(|(n, line)| {
             let (utterance, expected) = line
                 .split_once('\t')
