@@ -24,7 +24,7 @@ pub const CONFIG_FILE_ENV: &str = "SWITCHBOARD_CONFIG";
 /// Keys whose values are never shown, not even in error messages.
 const SECRET_KEYS: &[&str] = &["twilio.auth_token", "llm.api_key", "operator.token"];
 /// Keys holding URLs that may carry a password; shown with the password masked.
-const URL_KEYS: &[&str] = &["database.url", "cache.redis_url", "llm.base_url"];
+const URL_KEYS: &[&str] = &["database.url", "cache.redis_url", "llm.base_url", "tts.base_url"];
 
 /// Inclusive ranges of the numeric keys.
 const RANGES: &[(&str, i64, i64)] = &[
@@ -38,6 +38,9 @@ const RANGES: &[(&str, i64, i64)] = &[
     ("greeting.personalize_within_ms", 0, 10_000),
     ("cache.ttl_s", 1, 86_400),
     ("cache.max_entries", 0, 10_000_000),
+    ("llm.first_token_timeout_ms", 100, 120_000),
+    ("llm.timeout_ms", 1_000, 600_000),
+    ("tts.timeout_ms", 100, 120_000),
 ];
 
 /// Keys that take one of a fixed set of values.
@@ -57,6 +60,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub twilio: TwilioConfig,
     pub llm: LlmConfig,
+    pub tts: TtsConfig,
     pub operator: OperatorConfig,
     pub chaos: ChaosConfig,
     pub prefetch: PrefetchConfig,
@@ -133,6 +137,10 @@ pub struct TwilioConfig {
     /// Empty path = no recorded greeting.
     pub greeting_wav: PathBuf,
     pub welcome_greeting: String,
+    pub relay_language: String,
+    pub relay_voice: String,
+    /// Two-letter region for caller ids without a country code.
+    pub default_region: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,6 +150,18 @@ pub struct LlmConfig {
     pub base_url: String,
     pub api_key: Secret,
     pub model: String,
+    pub first_token_timeout_ms: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtsConfig {
+    /// Empty = same as `llm.base_url`.
+    pub base_url: String,
+    pub model: String,
+    pub voice: String,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -586,6 +606,9 @@ impl Layers {
                 "server.bind",
                 "an IP address and port such as \"127.0.0.1:8080\"",
             ));
+        }
+        if switchboard_actors::phone::parse_region(self.str_of("twilio.default_region")).is_err() {
+            return Err(self.invalid("twilio.default_region", "a two-letter region code such as \"US\""));
         }
         if !has_scheme(self.str_of("server.public_url"), &["http://", "https://"]) {
             return Err(self.invalid(

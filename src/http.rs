@@ -37,6 +37,7 @@ pub struct AppState {
 struct AppStateInner {
     config: Config,
     database: RwLock<DatabaseStatus>,
+    calls: crate::calls::CallService,
 }
 
 /// Where the database connection stands.
@@ -53,23 +54,17 @@ pub enum DatabaseStatus {
 
 impl AppState {
     /// State whose database is not connected yet (see [`Server::run`]).
-    pub fn new(config: Config) -> AppState {
+    pub fn new(config: Config, calls: crate::calls::CallService) -> AppState {
         AppState {
             inner: Arc::new(AppStateInner {
                 config,
+                calls,
                 database: RwLock::new(DatabaseStatus::Connecting {
                     attempts: 0,
                     last_error: None,
                 }),
             }),
         }
-    }
-
-    /// State around a database that is already connected and migrated.
-    pub fn with_database(config: Config, database: Database) -> AppState {
-        let state = AppState::new(config);
-        state.set_database(database);
-        state
     }
 
     pub fn config(&self) -> &Config {
@@ -89,7 +84,22 @@ impl AppState {
     }
 
     pub fn set_database(&self, database: Database) {
+        self.inner.calls.db.set(database.clone());
         *self.write_status() = DatabaseStatus::Connected(database);
+    }
+
+    /// The call runtime: live calls, the supervisor and the shared actors.
+    pub fn runtime(&self) -> &switchboard_actors::Runtime {
+        &self.inner.calls.runtime
+    }
+
+    pub fn calls(&self) -> &crate::calls::CallService {
+        &self.inner.calls
+    }
+
+    /// Region for caller ids written without a country code (`twilio.default_region`).
+    pub fn phone_region(&self) -> switchboard_actors::phone::Region {
+        self.inner.calls.region
     }
 
     fn record_connect_failure(&self, attempts: u32, error: String) {
@@ -138,10 +148,31 @@ impl AppState {
 
 /// Every route of the one listener.
 pub fn router(state: AppState) -> Router {
+    use crate::{edge, operator};
+    use axum::routing::post;
+    let operator_api = Router::new()
+        .route("/api/v1/calls", get(operator::list_calls))
+        .route("/api/v1/calls/{sid}", get(operator::call_detail))
+        .route("/api/v1/calls/{sid}/hangup", post(operator::hangup))
+        .route("/api/v1/calls/{sid}/crash", post(operator::crash))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), operator::require_operator));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/twilio/voice", post(edge::webhook::voice))
+        .route("/twilio/stream-status", post(edge::webhook::stream_status))
+        .route("/twilio/media", get(edge::media::media_ws))
+        .route("/twilio/relay", get(edge::relay::relay_ws))
+        .merge(operator_api)
         .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&state),
+    )
 }
 
 async fn healthz() -> &'static str {
@@ -179,6 +210,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Calls(#[from] crate::calls::CallServiceError),
 }
 
 /// A bound listener, not yet serving. Binding first lets callers (tests) learn the real port
@@ -203,9 +236,16 @@ impl Server {
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
         let local_addr = listener.local_addr()?;
+        if config.twilio.auth_token.is_set() && !config.twilio.validate_signatures {
+            tracing::warn!("twilio.validate_signatures = false: Twilio requests are NOT verified; for local development only");
+        } else if !config.twilio.auth_token.is_set() {
+            tracing::warn!("twilio.auth_token is not set: Twilio request signatures are NOT verified; for local development only");
+        }
+        crate::metrics::handle();
+        let calls = crate::calls::start(&config).await?;
         Ok(Server {
             listener,
-            state: AppState::new(config),
+            state: AppState::new(config, calls),
             local_addr,
         })
     }
@@ -236,6 +276,11 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await;
         connector.abort();
+        // Every conversation row still buffered is written before the database closes.
+        let unwritten = state.runtime().flush().await;
+        if unwritten > 0 {
+            tracing::error!(unwritten, "rows could not be written before shutdown");
+        }
         if let Some(db) = state.database() {
             db.close().await;
         }

@@ -7,10 +7,20 @@
 //! - [`seed`]: deterministic demo CRM data.
 //! - [`telemetry`]: the tracing subscriber.
 //! - [`cli`]: the `switchboard` command line (the binary is a one-line `main`).
+//! - [`calls`]: assembles the call runtime (actors crate) from the configuration.
+//! - [`store`]: the SQL adapters behind the runtime's storage ports.
+//! - [`edge`]: the Twilio edge: webhook, signatures, Media Streams and ConversationRelay sockets.
+//! - [`operator`]: the operator API over live calls and stored ones.
+//! - [`metrics`]: Prometheus metrics at `/metrics`.
 
+pub mod calls;
 pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod http;
+pub mod metrics;
+pub mod operator;
 pub mod seed;
 pub mod storage;
+pub mod store;
 pub mod telemetry;

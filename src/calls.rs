@@ -1,0 +1,159 @@
+//! Assembles the call runtime from the configuration: the SQL adapters (over a database cell
+//! that is filled once the database is connected), the LLM and TTS clients — pointed at the
+//! local stand-ins when no provider URL is configured — and the greeting audio, rendered once at
+//! start (from `twilio.greeting_wav`, or synthesized from `twilio.welcome_greeting`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_actors::machine::MachineConfig;
+use switchboard_actors::phone::{self, Region};
+use switchboard_actors::ports::{SpeechSynth, SystemClock};
+use switchboard_actors::{GreetingSource, Ports, Runtime, RuntimeConfig};
+use switchboard_providers::openai::{OpenAiChat, OpenAiChatConfig};
+use switchboard_providers::speech::{OpenAiSpeech, OpenAiSpeechConfig};
+use switchboard_providers::standins::{StandinConfig, Standins, spawn_standins};
+
+use crate::config::{Config, TwilioMode};
+use crate::store::{DbCell, SqlStore};
+
+/// The running call runtime and what it was built from.
+pub struct CallService {
+    pub runtime: Runtime,
+    pub db: DbCell,
+    pub region: Region,
+    /// The local provider stand-ins, when no provider URL is configured.
+    pub standins: Option<Standins>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallServiceError {
+    #[error("twilio.greeting_wav {path}: {reason}")]
+    Greeting { path: String, reason: String },
+    #[error("cannot start the local provider stand-ins: {0}")]
+    Standins(std::io::Error),
+    #[error("cannot build the provider clients: {0}")]
+    Providers(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// The runtime limits and agent lines that follow from the configuration.
+pub fn runtime_config(config: &Config) -> RuntimeConfig {
+    let prefetch = &config.prefetch;
+    // `prefetch.parallel = false` is the old blocking behaviour: the greeting waits for the
+    // context, bounded by the prefetch deadline.
+    let greeting_wait_ms = if prefetch.parallel { config.greeting.personalize_within_ms } else { prefetch.timeout_ms };
+    let machine = MachineConfig {
+        greeting: config.twilio.welcome_greeting.trim().to_owned(),
+        greeting_wait_ms,
+        context_deadline_ms: prefetch.timeout_ms + 500,
+        llm_deadline_ms: config.llm.timeout_ms + 1_000,
+        ..MachineConfig::default()
+    };
+    RuntimeConfig {
+        machine,
+        prefetch_timeout: prefetch.timeout(),
+        max_restarts: config.supervisor.max_restarts as usize,
+        restart_window: config.supervisor.restart_window(),
+        batch_max: config.persistence.batch_max,
+        flush_interval: config.persistence.flush_interval(),
+        ..RuntimeConfig::default()
+    }
+}
+
+pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
+    // The first phone parse loads libphonenumber's metadata (~100 ms): not during a call.
+    phone::warm_up();
+    let region = phone::parse_region(&config.twilio.default_region).unwrap_or(Region::US);
+    let db = DbCell::default();
+    let store = Arc::new(SqlStore::new(db.clone()));
+    let llm_base = config.llm.base_url.trim().trim_end_matches('/').to_owned();
+    let tts_base = match config.tts.base_url.trim().trim_end_matches('/') {
+        "" => llm_base.clone(),
+        url => url.to_owned(),
+    };
+    let standins = if llm_base.is_empty() || tts_base.is_empty() {
+        let s = spawn_standins(SocketAddr::from(([127, 0, 0, 1], 0)), StandinConfig::default())
+            .await
+            .map_err(CallServiceError::Standins)?;
+        tracing::info!(base_url = %s.base_url(), "no provider URL configured: using the local stand-ins");
+        Some(s)
+    } else {
+        None
+    };
+    let standin_url = standins.as_ref().map(Standins::base_url).unwrap_or_default();
+    let or_standin = |url: &str| if url.is_empty() { standin_url.clone() } else { url.to_owned() };
+    let api_key = Some(config.llm.api_key.expose().to_owned()).filter(|k| !k.is_empty());
+    // reqwest is built without a bundled TLS provider; the binary installs ring's, and so does
+    // this for embedders (a no-op when one is installed).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| CallServiceError::Providers(e.to_string()))?;
+    let llm = OpenAiChat::with_client(
+        OpenAiChatConfig {
+            base_url: or_standin(&llm_base),
+            api_key: api_key.clone(),
+            model: config.llm.model.clone(),
+            first_token_timeout: Duration::from_millis(config.llm.first_token_timeout_ms),
+            overall_timeout: Duration::from_millis(config.llm.timeout_ms),
+            max_tokens: Some(300),
+            temperature: None,
+        },
+        http.clone(),
+    );
+    let speech = Arc::new(OpenAiSpeech::with_client(
+        OpenAiSpeechConfig {
+            base_url: or_standin(&tts_base),
+            api_key,
+            model: config.tts.model.clone(),
+            voice: config.tts.voice.clone(),
+            timeout: Duration::from_millis(config.tts.timeout_ms),
+        },
+        http,
+    ));
+    let greeting_audio = greeting_audio(config, speech.as_ref()).await?;
+    let relay = config.twilio.mode == TwilioMode::Relay;
+    let ports = Ports {
+        crm: store.clone(),
+        conversations: store.clone(),
+        names: store,
+        llm: Arc::new(llm),
+        speech,
+        greeting: GreetingSource {
+            audio: greeting_audio,
+            relay_spoken_by_twilio: relay && !config.twilio.welcome_greeting.trim().is_empty(),
+        },
+        clock: Arc::new(SystemClock),
+    };
+    let runtime = Runtime::start(runtime_config(config), ports).await.map_err(|e| CallServiceError::Runtime(e.to_string()))?;
+    Ok(CallService { runtime, db, region, standins })
+}
+
+/// The generic greeting as mu-law 8 kHz audio, ready before the first call: a recorded WAV, or
+/// one synthesis of the greeting text. A broken WAV stops start-up; a failed synthesis only
+/// means each call synthesizes its greeting itself.
+async fn greeting_audio(config: &Config, speech: &dyn SpeechSynth) -> Result<Option<Arc<[u8]>>, CallServiceError> {
+    let path = &config.twilio.greeting_wav;
+    if !path.as_os_str().is_empty() {
+        let err = |reason: String| CallServiceError::Greeting { path: path.display().to_string(), reason };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let audio = switchboard_twilio::audio::wav_to_mulaw_8k(&bytes).map_err(|e| err(e.to_string()))?;
+        return Ok(Some(Arc::from(audio)));
+    }
+    if config.twilio.mode == TwilioMode::Relay {
+        return Ok(None);
+    }
+    match speech.synthesize(config.twilio.welcome_greeting.trim()).await {
+        Ok(audio) if !audio.is_empty() => Ok(Some(Arc::from(audio))),
+        Ok(_) => Ok(None),
+        Err(e) => {
+            tracing::warn!(error = %e, "greeting not pre-rendered; each call will synthesize it");
+            Ok(None)
+        }
+    }
+}

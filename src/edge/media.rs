@@ -1,0 +1,191 @@
+//! `GET /twilio/media`: the Media Streams WebSocket (PROTOCOLS.md §3). The reader turns frames
+//! into call events (the caller's number comes from `start.customParameters.From`, the call sid
+//! from `start.callSid`); the writer turns the call's outbound queue into `media` (20 ms frames,
+//! 160 bytes of mu-law each, the last one padded with silence), `mark` and `clear` messages.
+//!
+//! Bad input never ends the call: non-JSON, binary frames, unknown events, `media` before
+//! `start`, a second `start`, bad base64, unaligned payloads, oversized and mistyped messages are
+//! dropped and counted by reason. A socket that closes without `stop` is treated as `stop`. A
+//! client that stops reading fills the bounded outbound queue and the call is ended.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
+use fastwebsockets::upgrade::{IncomingUpgrade, UpgradeFut};
+use switchboard_actors::machine::Event;
+use switchboard_actors::{CallHandle, CallSid, CallStart, Outbound, Transport};
+use switchboard_twilio::media::{self, FRAME_BYTES, InboundFrame};
+use tokio::sync::mpsc;
+
+use super::socket::{self, Incoming, WsWrite};
+use super::vad::{Vad, VadEvent};
+use super::{caller, reject};
+use crate::http::AppState;
+
+const T: &str = "media";
+
+pub async fn media_ws(State(app): State<AppState>, headers: HeaderMap, uri: Uri, upgrade: IncomingUpgrade) -> Response {
+    if let Err(denied) = super::auth::check_upgrade(&app, &headers, &uri) {
+        return denied;
+    }
+    socket::accept(upgrade, move |fut| session(app, fut))
+}
+
+async fn session(app: AppState, fut: UpgradeFut) {
+    let (mut read, write) = match socket::connect(fut).await {
+        Ok(halves) => halves,
+        Err(e) => {
+            tracing::warn!(error = %e, "media stream handshake failed");
+            return;
+        }
+    };
+    let (control_tx, control_rx) = mpsc::channel(8);
+    let (out_tx, out_rx) = mpsc::channel(socket::OUTBOUND_QUEUE);
+    let stream_sid: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+    let writer = tokio::spawn(writer(write, out_rx, control_rx, stream_sid.clone()));
+    let mut call: Option<Arc<CallHandle>> = None;
+    let mut vad = Vad::default();
+    let mut stopped = false;
+    loop {
+        let text = match socket::next(&mut read, &control_tx).await {
+            Incoming::Text(text) => text,
+            Incoming::Binary => {
+                reject(T, "binary_frame");
+                continue;
+            }
+            Incoming::Closed => break,
+        };
+        let frame = match media::parse_inbound(&text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                reject(T, e.reason());
+                tracing::debug!(error = %e, "media frame rejected");
+                continue;
+            }
+        };
+        match frame {
+            InboundFrame::Connected { .. } => {}
+            InboundFrame::Start(start) => {
+                if call.is_some() {
+                    reject(T, "second_start");
+                    continue;
+                }
+                let _ = stream_sid.set(start.stream_sid.clone());
+                let region = app.phone_region();
+                let from = start.custom_parameters.get("From").cloned().unwrap_or_default();
+                let direction = start.custom_parameters.get("Direction").cloned().unwrap_or_else(|| "inbound".into());
+                let call_start = CallStart {
+                    call_sid: CallSid(start.call_sid.clone()),
+                    stream_sid: Some(start.stream_sid.clone()),
+                    caller: caller(&from, region),
+                    called: start.custom_parameters.get("To").cloned(),
+                    direction,
+                    transport: Transport::MediaStream,
+                    custom_parameters: start.custom_parameters,
+                };
+                match app.runtime().start_call(call_start, out_tx.clone()).await {
+                    Ok(handle) => call = Some(handle),
+                    Err(e) => {
+                        reject(T, "call_not_started");
+                        tracing::warn!(call_sid = %start.call_sid, error = %e, "call not started");
+                        let _ = out_tx.try_send(Outbound::Close { reason: e.to_string() });
+                    }
+                }
+            }
+            InboundFrame::Media(m) => {
+                let Some(h) = &call else {
+                    reject(T, "media_before_start");
+                    continue;
+                };
+                if vad.feed(&m.payload) == Some(VadEvent::SpeechStarted) {
+                    let _ = h.send(Event::CallerStartedSpeaking);
+                }
+            }
+            InboundFrame::Dtmf { digit, .. } => match &call {
+                Some(h) => {
+                    let _ = h.send(Event::Dtmf { digit });
+                }
+                None => reject(T, "dtmf_before_start"),
+            },
+            InboundFrame::Mark { name, .. } => match &call {
+                Some(h) => {
+                    let _ = h.send(Event::MarkEchoed { name });
+                }
+                None => reject(T, "mark_before_start"),
+            },
+            InboundFrame::Stop { .. } => {
+                if let Some(h) = &call {
+                    let _ = h.send(Event::StreamStopped);
+                }
+                stopped = true;
+            }
+        }
+    }
+    if !stopped && let Some(h) = &call {
+        // The socket closed without `stop`: the caller is gone all the same.
+        let _ = h.send(Event::StreamStopped);
+    }
+    drop(out_tx);
+    drop(control_tx);
+    let _ = writer.await;
+}
+
+async fn writer(
+    mut ws: WsWrite,
+    mut out: mpsc::Receiver<Outbound>,
+    mut control: mpsc::Receiver<fastwebsockets::Frame<'static>>,
+    stream_sid: Arc<OnceLock<String>>,
+) {
+    let mut buf = String::with_capacity(512);
+    let mut frame = [0xFFu8; FRAME_BYTES];
+    loop {
+        let msg = tokio::select! {
+            biased;
+            Some(c) = control.recv() => {
+                if socket::forward_control(&mut ws, c).await {
+                    return;
+                }
+                continue;
+            }
+            msg = out.recv() => msg,
+        };
+        let Some(msg) = msg else { return };
+        let sid = stream_sid.get().map_or("", String::as_str);
+        let ok = match msg {
+            Outbound::Audio(audio) => {
+                let mut ok = true;
+                for chunk in audio.chunks(FRAME_BYTES) {
+                    frame[..chunk.len()].copy_from_slice(chunk);
+                    frame[chunk.len()..].fill(0xFF);
+                    buf.clear();
+                    media::write_media(&mut buf, sid, &frame);
+                    if !socket::send_text(&mut ws, &buf).await {
+                        ok = false;
+                        break;
+                    }
+                }
+                ok
+            }
+            Outbound::Mark(name) => {
+                buf.clear();
+                media::write_mark(&mut buf, sid, &name);
+                socket::send_text(&mut ws, &buf).await
+            }
+            Outbound::Clear => {
+                buf.clear();
+                media::write_clear(&mut buf, sid);
+                socket::send_text(&mut ws, &buf).await
+            }
+            Outbound::Text { .. } => true,
+            Outbound::Close { reason } => {
+                socket::close(&mut ws, &reason).await;
+                return;
+            }
+        };
+        if !ok {
+            return;
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! WebSocket plumbing shared by both transports: upgrade, split into a reader (this task) and a
+//! writer task, and the bounded outbound queue between the call and the writer.
+
+use std::future::Future;
+
+use axum::response::{IntoResponse, Response};
+use fastwebsockets::upgrade::{IncomingUpgrade, UpgradeFut};
+use fastwebsockets::{Frame, FragmentCollectorRead, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+
+pub type WsRead = FragmentCollectorRead<ReadHalf<TokioIo<Upgraded>>>;
+pub type WsWrite = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
+
+/// Outbound messages queued per call before the client counts as "not reading" and the call is
+/// ended (a media `Audio` message is a whole utterance, so this is minutes of speech).
+pub const OUTBOUND_QUEUE: usize = 256;
+/// Largest inbound message accepted by the socket layer; larger ones close the connection.
+/// The parsers reject anything over 64 KiB (counted as `oversized`) long before this.
+pub const MAX_SOCKET_MESSAGE: usize = 1024 * 1024;
+
+/// Control frames the reader owes the peer (pong, close echo), sent by the writer.
+pub type Control = mpsc::Sender<Frame<'static>>;
+
+/// Accept the upgrade and run `session` on the connected socket in a task of its own.
+pub fn accept<F, Fut>(upgrade: IncomingUpgrade, session: F) -> Response
+where
+    F: FnOnce(UpgradeFut) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    match upgrade.upgrade() {
+        Ok((response, fut)) => {
+            tokio::spawn(session(fut));
+            response.map(axum::body::Body::new).into_response()
+        }
+        Err(e) => (axum::http::StatusCode::BAD_REQUEST, format!("websocket upgrade failed: {e}\n")).into_response(),
+    }
+}
+
+/// Split a connected socket into a fragment-collecting reader and a writer.
+pub async fn connect(fut: UpgradeFut) -> Result<(WsRead, WsWrite), WebSocketError> {
+    let mut ws = fut.await?;
+    ws.set_max_message_size(MAX_SOCKET_MESSAGE);
+    ws.set_auto_close(true);
+    ws.set_auto_pong(true);
+    let (read, write): (WebSocketRead<_>, WebSocketWrite<_>) = ws.split(tokio::io::split);
+    Ok((FragmentCollectorRead::new(read), write))
+}
+
+/// What the reader got from the socket.
+pub enum Incoming {
+    Text(String),
+    Binary,
+    Closed,
+}
+
+/// Read the next data message; control frames the peer is owed are queued on `control`.
+pub async fn next(read: &mut WsRead, control: &Control) -> Incoming {
+    let mut send = |frame: Frame<'_>| {
+        let owned = Frame::new(true, frame.opcode, None, Payload::Owned(frame.payload.to_vec()));
+        let control = control.clone();
+        async move { control.send(owned).await.map_err(|_| "socket writer gone") }
+    };
+    loop {
+        match read.read_frame::<_, &'static str>(&mut send).await {
+            Ok(frame) => match frame.opcode {
+                OpCode::Text => match String::from_utf8(frame.payload.to_vec()) {
+                    Ok(text) => return Incoming::Text(text),
+                    Err(_) => return Incoming::Binary,
+                },
+                OpCode::Binary => return Incoming::Binary,
+                OpCode::Close => return Incoming::Closed,
+                _ => continue,
+            },
+            Err(_) => return Incoming::Closed,
+        }
+    }
+}
+
+/// Write one text frame; false when the peer is gone.
+pub async fn send_text(write: &mut WsWrite, text: &str) -> bool {
+    write.write_frame(Frame::text(Payload::Borrowed(text.as_bytes()))).await.is_ok()
+}
+
+/// Close the socket with a normal close frame.
+pub async fn close(write: &mut WsWrite, reason: &str) {
+    let reason: String = reason.chars().take(100).collect();
+    let _ = write.write_frame(Frame::close(1000, reason.as_bytes())).await;
+}
+
+/// Forward an owed control frame; true if the socket is now closed.
+pub async fn forward_control(write: &mut WsWrite, frame: Frame<'static>) -> bool {
+    let closing = frame.opcode == OpCode::Close;
+    let _ = write.write_frame(frame).await;
+    closing
+}

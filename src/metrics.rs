@@ -1,0 +1,58 @@
+//! Metrics: the process-wide Prometheus recorder behind the `metrics` facade, rendered at
+//! `GET /metrics`. Gauges that describe live state (calls per state, persistence backlog) are
+//! sampled from the runtime at render time, so the hot path never updates them.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use switchboard_actors::machine::CallState;
+
+use crate::http::AppState;
+
+/// The recorder, installed on first use (once per process: tests start many servers).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding application's): then ours
+        // still renders whatever is recorded through it, which is nothing; say so.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics shows only sampled gauges");
+        }
+        handle
+    })
+}
+
+/// Sample live gauges, then render everything in Prometheus text format.
+pub fn render(app: &AppState) -> String {
+    let handle = handle();
+    let runtime = app.runtime();
+    let mut per_state = [0u64; CallState::ALL.len()];
+    for call in runtime.calls.handles() {
+        let state = call.snapshot().state();
+        if let Some(i) = CallState::ALL.iter().position(|s| *s == state) {
+            per_state[i] += 1;
+        }
+    }
+    for (state, n) in CallState::ALL.iter().zip(per_state) {
+        metrics::gauge!("switchboard_active_calls", "state" => state.as_str()).set(n as f64);
+    }
+    metrics::gauge!("switchboard_persistence_backlog_rows").set(runtime.persistence_backlog() as f64);
+    let s = &runtime.stats;
+    use std::sync::atomic::Ordering::Relaxed;
+    for (outcome, v) in [
+        ("found", &s.crm.found),
+        ("not_found", &s.crm.not_found),
+        ("partial", &s.crm.partial),
+        ("failed", &s.crm.failed),
+        ("timed_out", &s.crm.timed_out),
+        ("shed", &s.crm.shed),
+    ] {
+        metrics::gauge!("switchboard_prefetch_results", "outcome" => outcome).set(v.load(Relaxed) as f64);
+    }
+    metrics::gauge!("switchboard_persistence_rows_written").set(s.persistence.rows_written.load(Relaxed) as f64);
+    metrics::gauge!("switchboard_persistence_largest_batch").set(s.persistence.largest_batch.load(Relaxed) as f64);
+    metrics::gauge!("switchboard_persistence_write_failures").set(s.persistence.write_failures.load(Relaxed) as f64);
+    handle.render()
+}
