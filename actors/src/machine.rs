@@ -986,7 +986,7 @@ impl CallMachine {
                 }
             }
             TimerKind::Silence => {
-                if !self.state.is_live() || self.agent.is_some() {
+                if !self.state.is_live() || self.agent_is_audible() {
                     return;
                 }
                 if self.silence_prompts == 0 {
@@ -1149,7 +1149,7 @@ impl CallMachine {
         self.greeting_started = true;
         if self.name.is_some() {
             self.transition(now, CallState::Enriched, event, fx);
-            if self.agent.is_none() {
+            if !self.agent_is_audible() {
                 self.arm_silence(now, fx);
             }
         } else {
@@ -1291,10 +1291,21 @@ impl CallMachine {
     }
 
     fn maybe_complete_turn(&mut self, now: Millis, fx: &mut Vec<Effect>) {
-        let done = self
-            .agent
-            .as_ref()
-            .is_some_and(|a| a.fully_played() || (self.is_relay() && !a.generating));
+        if self.is_relay() {
+            // ConversationRelay never says when Twilio finished speaking: a generated turn stays
+            // open (and interruptible) until the caller's next prompt, an `interrupt`, or the
+            // end of the call, which close it with what was heard.
+            let Some(agent) = self.agent.as_mut().filter(|a| !a.generating) else {
+                return;
+            };
+            let after = std::mem::replace(&mut agent.after, AfterTurn::AwaitCaller);
+            match after {
+                AfterTurn::GreetingPlayed => self.greeting_done(now, "greeting_played", true, fx),
+                AfterTurn::AwaitCaller | AfterTurn::Finalize => self.arm_silence(now, fx),
+            }
+            return;
+        }
+        let done = self.agent.as_ref().is_some_and(AgentTurn::fully_played);
         if !done {
             return;
         }

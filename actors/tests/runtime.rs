@@ -33,7 +33,7 @@ fn crm() -> MemoryCrm {
 fn config(max_restarts: usize) -> RuntimeConfig {
     RuntimeConfig {
         machine: MachineConfig {
-            greeting_wait_ms: 200,
+            greeting_wait_ms: 2_000,
             silence_timeout_ms: 60_000,
             ..MachineConfig::default()
         },
@@ -160,6 +160,11 @@ async fn a_known_caller_is_greeted_by_name_and_the_whole_call_is_persisted() {
             (Role::Agent, "Sure thing, your contract renewal is pending."),
         ]
     );
+    // The Finalizing → Ended row is written on the flush after the call record.
+    wait_for("the last transition", || {
+        mem.conversations.states(&sid).last() == Some(&CallState::Ended)
+    })
+    .await;
     assert_eq!(
         mem.conversations.states(&sid),
         vec![
