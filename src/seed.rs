@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::any::{Any, AnyArguments};
-use sqlx::{Arguments, AssertSqlSafe, Encode, Type};
+use sqlx::{Acquire, Arguments, AssertSqlSafe, Encode, Type};
 
 use crate::storage::{Backend, Database, now_ms};
 
@@ -105,13 +105,15 @@ pub async fn seed(db: &Database, options: &SeedOptions) -> Result<SeedReport, Se
     let generator = tokio::task::spawn_blocking(move || {
         generate_all(style, seed_value, first, total, now, work_tx)
     });
-    let mut tx = db.pool().begin().await?;
+    // One connection for the whole load, so its settings hold for every transaction.
+    let mut conn = db.pool().acquire().await?;
     if db.backend() == Backend::Sqlite {
-        // A bigger page cache for this one connection keeps index pages in memory during the bulk load.
+        // A 256 MiB page cache keeps the index pages of a million-row load in memory.
         sqlx::query("PRAGMA cache_size = -262144")
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
     }
+    let mut tx = conn.begin().await?;
     while let Some(work) = work_rx.recv().await {
         match work {
             Work::Insert { sql, args } => {
@@ -127,7 +129,7 @@ pub async fn seed(db: &Database, options: &SeedOptions) -> Result<SeedReport, Se
                         started.elapsed().as_secs_f64()
                     );
                 }
-                tx = db.pool().begin().await?;
+                tx = conn.begin().await?;
             }
         }
     }
