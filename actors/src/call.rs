@@ -80,6 +80,11 @@ impl Actor for CallActor {
                     execute(st, effect);
                 }
                 if st.machine.state() == CallState::Ended {
+                    // The call record (the next call's "last call") is written: drop the cached context.
+                    if let Some(phone) = st.machine.call_start().and_then(|c| c.caller.e164.clone())
+                    {
+                        let _ = st.services.crm.cast(CrmMsg::Invalidate { phone });
+                    }
                     st.handle.mark_ended();
                     st.services.calls.remove(&st.handle.sid);
                     myself.stop(Some("call ended".into()));
@@ -131,9 +136,14 @@ fn execute(st: &CallActorState, effect: Effect) {
         Effect::Speak(speech) => st.handle.speak(speech),
         Effect::ClearPlayback => st.handle.clear_playback(),
         Effect::FetchContext { phone } => {
+            let bypass_cache = st
+                .machine
+                .call_start()
+                .is_some_and(crate::cache::bypass_requested);
             let _ = s.crm.cast(CrmMsg::Prefetch {
                 call_sid: sid.clone(),
                 phone,
+                bypass_cache,
             });
         }
         Effect::StartLlm { turn, request } => {

@@ -9,12 +9,14 @@
 //! - [`call`]: the call actor, a thin shell that feeds the machine and executes its effects.
 //! - [`supervisor`]: spawns call actors and restarts failed ones from their snapshot.
 //! - [`crm`], [`llm`], [`persistence`], [`names`]: the shared actors.
+//! - [`cache`]: the customer-context cache in front of the CRM store (memory tier, shared-tier port).
 //! - [`runtime`]: wires the shared actors and the supervisor together.
 //! - [`testing`]: in-memory implementations of the ports, for tests and benchmarks.
 //!
 //! **Architecture Invariant:** this crate does no direct I/O: no sockets, files or databases (it
 //! does not depend on sqlx or reqwest). Everything slow is behind a port and answers with a message.
 
+pub mod cache;
 pub mod call;
 pub mod crm;
 pub mod domain;

@@ -31,13 +31,16 @@
 //! become straight ones.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::cache::ContextCaches;
 use crate::domain::*;
 use crate::handle::LiveCalls;
 use crate::machine::Event;
-use crate::ports::NameStore;
+use crate::ports::{LlmClient, NameStore};
 
 pub const MAX_NAME_CHARS: usize = 60;
 const MAX_NAME_WORDS: usize = 3;
@@ -58,7 +61,16 @@ pub enum NamesMsg {
 pub struct NamesArgs {
     pub store: Arc<dyn NameStore>,
     pub calls: LiveCalls,
+    /// Asked when the rules are unsure (see [`ask_llm_for_name`]); `None`: unsure is no name.
+    pub llm: Option<Arc<dyn LlmClient>>,
+    /// How long the LLM may take to answer; past it the reply counts as no name.
+    pub llm_deadline: Duration,
+    /// Dropped for a phone once its captured name is stored.
+    pub caches: Option<ContextCaches>,
 }
+
+/// The default for [`NamesArgs::llm_deadline`]: well inside the machine's name deadline.
+pub const LLM_NAME_DEADLINE: Duration = Duration::from_millis(1500);
 
 pub struct NamesActor;
 
@@ -87,17 +99,36 @@ impl Actor for NamesActor {
                 attempt,
                 utterance,
             } => {
-                let event = match extract_name(&utterance) {
-                    Some(name) => Event::NameCaptured { attempt, name },
-                    None => Event::NameNotFound { attempt },
+                let event = match (extract_name_detailed(&utterance), &st.llm) {
+                    (NameGuess::Found(name), _) => Event::NameCaptured { attempt, name },
+                    (NameGuess::Unsure, Some(llm)) => {
+                        // The rules will not vouch for it: ask the LLM, off the actor.
+                        let (llm, calls, deadline) =
+                            (llm.clone(), st.calls.clone(), st.llm_deadline);
+                        tokio::spawn(async move {
+                            let event =
+                                match ask_llm_for_name(llm.as_ref(), &utterance, deadline).await {
+                                    Some(name) => Event::NameCaptured { attempt, name },
+                                    None => Event::NameNotFound { attempt },
+                                };
+                            calls.deliver(&call_sid, event);
+                        });
+                        return Ok(());
+                    }
+                    _ => Event::NameNotFound { attempt },
                 };
                 st.calls.deliver(&call_sid, event);
             }
             NamesMsg::Store { phone, name } => {
                 let store = st.store.clone();
+                let caches = st.caches.clone();
                 tokio::spawn(async move {
                     if let Err(e) = store.store_name(&phone, &name).await {
                         tracing::warn!(phone = %mask_phone(&phone), error = %e, "captured name not stored");
+                    }
+                    // After the write, so no lookup that started before it can be cached again.
+                    if let Some(caches) = caches {
+                        caches.invalidate(&phone).await;
                     }
                 });
             }
@@ -944,6 +975,99 @@ pub fn extract_name(utterance: &str) -> Option<String> {
     }
 }
 
+/// The instruction for [`ask_llm_for_name`]: a short, structured request.
+pub const LLM_NAME_PROMPT: &str = "You read one line of a phone call transcript. The caller was just asked for their name. \
+Reply with only the caller's name exactly as they said it, or NONE if they did not clearly say their name. \
+No other words, no punctuation.";
+
+/// When the rules are unsure: ask the LLM for the name in `utterance`, within `deadline`. The
+/// reply is accepted only under [`accept_llm_name`]; a timeout, an error or "NONE" is `None`.
+pub async fn ask_llm_for_name(
+    llm: &dyn LlmClient,
+    utterance: &str,
+    deadline: Duration,
+) -> Option<String> {
+    let request = LlmRequest {
+        messages: vec![
+            ChatMessage {
+                role: "system".into(),
+                content: LLM_NAME_PROMPT.into(),
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: utterance.chars().take(MAX_UTTERANCE_CHARS).collect(),
+            },
+        ],
+    };
+    let collect = async {
+        let mut stream = llm.stream(request);
+        let mut reply = String::new();
+        while let Some(piece) = stream.next().await {
+            reply.push_str(&piece.ok()?);
+            if reply.chars().count() > 4 * MAX_NAME_CHARS {
+                return None; // an essay, not a name
+            }
+        }
+        Some(reply)
+    };
+    match tokio::time::timeout(deadline, collect).await {
+        Ok(Some(reply)) => accept_llm_name(&reply, utterance),
+        Ok(None) => None,
+        Err(_) => {
+            tracing::debug!(
+                deadline_ms = deadline.as_millis() as u64,
+                "LLM name extraction timed out"
+            );
+            None
+        }
+    }
+}
+
+/// The LLM's answer as a name, under the same acceptance rules as the rule-based extractor (name
+/// words only, at most three plus particles, at most [`MAX_NAME_CHARS`], no markup or digits),
+/// and only if every word of it was said in `utterance`: the model may pick the name, never
+/// invent one (nor be talked into one by the caller).
+pub fn accept_llm_name(reply: &str, utterance: &str) -> Option<String> {
+    let reply = reply
+        .trim()
+        .trim_matches(|c: char| matches!(c, '"' | '\'' | '.' | '!' | '“' | '”' | '«' | '»'))
+        .trim();
+    if reply.is_empty()
+        || reply.eq_ignore_ascii_case("none")
+        || reply.contains(CODE_CHARS)
+        || reply.contains(['\n', '\r'])
+        || reply.chars().count() > MAX_NAME_CHARS
+    {
+        return None;
+    }
+    let said: Vec<String> = tokenize(utterance).into_iter().map(|t| t.lower).collect();
+    let tokens = tokenize(reply);
+    let mut words = Vec::new();
+    let mut name_words = 0;
+    for (i, t) in tokens.iter().enumerate() {
+        if words.is_empty() && is_title(&t.lower) {
+            continue;
+        }
+        if !is_name_word(&t.word) || !said.contains(&t.lower) {
+            return None;
+        }
+        if !is_particle_word(t) {
+            if NOT_NAMES.contains(&t.lower.as_str()) && !NAME_OR_WORD.contains(&t.lower.as_str()) {
+                return None;
+            }
+            name_words += 1;
+        }
+        words.push(i);
+    }
+    if name_words == 0 || name_words > MAX_NAME_WORDS {
+        return None;
+    }
+    match finish(&tokens, &words) {
+        NameGuess::Found(name) => Some(name),
+        _ => None,
+    }
+}
+
 /// One word of the reply.
 struct Token {
     /// As spoken, without surrounding punctuation, curly apostrophes made straight.
@@ -1278,7 +1402,41 @@ fn capitalize(w: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{NameGuess, extract_name, extract_name_detailed};
+    use super::{NameGuess, accept_llm_name, extract_name, extract_name_detailed};
+
+    #[test]
+    fn llm_answers_pass_the_same_acceptance_rules() {
+        assert_eq!(
+            accept_llm_name("Will", "it's Will").as_deref(),
+            Some("Will")
+        );
+        assert_eq!(
+            accept_llm_name(" \"hope.\"\n", "hope").as_deref(),
+            Some("Hope")
+        );
+        assert_eq!(
+            accept_llm_name("maria da silva", "uh it's maria da silva").as_deref(),
+            Some("Maria da Silva")
+        );
+        for (reply, utterance) in [
+            ("NONE", "it's Will"),
+            ("none.", "it's Will"),
+            ("", "it's Will"),
+            ("Robert", "it's Will"),             // never said
+            ("<b>Will</b>", "it's <b>Will</b>"), // markup
+            ("Will 2", "it's Will 2"),           // digits
+            ("The caller's name is Will", "it's Will"),
+            ("Will Will Will Will", "Will Will Will Will"), // too many words
+        ] {
+            assert_eq!(
+                accept_llm_name(reply, utterance),
+                None,
+                "{reply:?} / {utterance:?}"
+            );
+        }
+        let long = "a".repeat(70);
+        assert_eq!(accept_llm_name(&long, &long), None);
+    }
 
     #[test]
     fn introductions_in_five_languages() {

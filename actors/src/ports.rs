@@ -148,3 +148,6 @@ impl Clock for SystemClock {
             .unwrap_or(0)
     }
 }
+
+/// The shared (fleet-wide) tier of the customer-context cache; defined next to the cache.
+pub use crate::cache::SharedContextCache;

@@ -10,6 +10,7 @@ use ractor::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cache::{CacheStats, ContextCache, ContextCaches, SharedContextCache};
 use crate::crm::{CrmActor, CrmArgs, CrmMsg, CrmStats};
 use crate::domain::*;
 use crate::handle::{CallHandle, GreetingSource, LiveCalls, Outbound};
@@ -82,6 +83,14 @@ pub struct RuntimeConfig {
     pub flush_interval: Duration,
     pub max_restarts: usize,
     pub restart_window: Duration,
+    /// How long a customer context stays cached (memory and shared tier).
+    pub cache_ttl: Duration,
+    /// Most contexts in the memory tier; 0 turns it off.
+    pub cache_max_entries: usize,
+    /// Longest the shared cache tier may take before a lookup goes on to the store.
+    pub shared_cache_timeout: Duration,
+    /// How long the LLM may take to pick a name the rules were unsure of.
+    pub llm_name_deadline: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -95,6 +104,10 @@ impl Default for RuntimeConfig {
             flush_interval: Duration::from_millis(50),
             max_restarts: 3,
             restart_window: Duration::from_secs(60),
+            cache_ttl: Duration::from_secs(300),
+            cache_max_entries: 100_000,
+            shared_cache_timeout: Duration::from_millis(50),
+            llm_name_deadline: crate::names::LLM_NAME_DEADLINE,
         }
     }
 }
@@ -116,6 +129,7 @@ pub struct RuntimeStats {
     pub crm: Arc<CrmStats>,
     pub llm: Arc<LlmStats>,
     pub persistence: Arc<PersistenceStats>,
+    pub cache: Arc<CacheStats>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +140,8 @@ pub struct Runtime {
     pub calls: LiveCalls,
     pub services: Arc<Services>,
     pub stats: RuntimeStats,
+    /// The customer-context cache (memory tier, and the shared tier when configured).
+    pub caches: ContextCaches,
     supervisor: ActorRef<SupervisorMsg>,
     shared_supervisor: ActorRef<()>,
     persistence_args: PersistenceArgs,
@@ -133,11 +149,30 @@ pub struct Runtime {
 
 impl Runtime {
     pub async fn start(config: RuntimeConfig, ports: Ports) -> Result<Runtime, RuntimeError> {
+        Self::start_with_shared_cache(config, ports, None).await
+    }
+
+    /// [`Runtime::start`] with a shared (fleet-wide) context cache tier, e.g. Redis.
+    pub async fn start_with_shared_cache(
+        config: RuntimeConfig,
+        ports: Ports,
+        shared_cache: Option<Arc<dyn SharedContextCache>>,
+    ) -> Result<Runtime, RuntimeError> {
         let calls = LiveCalls::new();
+        let caches = ContextCaches {
+            memory: Arc::new(ContextCache::new(
+                config.cache_ttl,
+                config.cache_max_entries,
+                ports.clock.clone(),
+            )),
+            shared: shared_cache,
+            stats: Arc::new(CacheStats::default()),
+        };
         let stats = RuntimeStats {
             crm: Arc::new(CrmStats::default()),
             llm: Arc::new(LlmStats::default()),
             persistence: Arc::new(PersistenceStats::default()),
+            cache: caches.stats.clone(),
         };
         let persistence_args = PersistenceArgs {
             store: ports.conversations.clone(),
@@ -155,6 +190,8 @@ impl Runtime {
                 max_in_flight: config.max_prefetch_in_flight.max(1),
                 in_flight: Default::default(),
                 stats: stats.crm.clone(),
+                caches: caches.clone(),
+                shared_timeout: config.shared_cache_timeout,
             }),
             SharedChild::Llm(LlmArgs {
                 client: ports.llm.clone(),
@@ -167,6 +204,9 @@ impl Runtime {
             SharedChild::Names(NamesArgs {
                 store: ports.names.clone(),
                 calls: calls.clone(),
+                llm: Some(ports.llm.clone()),
+                llm_deadline: config.llm_name_deadline,
+                caches: Some(caches.clone()),
             }),
         ];
         let (refs_tx, refs_rx) = oneshot::channel();
@@ -206,6 +246,7 @@ impl Runtime {
             calls,
             services,
             stats,
+            caches,
             supervisor,
             shared_supervisor,
             persistence_args,
@@ -229,6 +270,14 @@ impl Runtime {
             5_000
         );
         result.map_err(|e| StartCallError::Spawn(e.to_string()))?
+    }
+
+    /// Drop a caller's cached customer context from every cache tier, so the next call from that
+    /// phone reads the store. The runtime does this itself when a name is captured and when a
+    /// call ends; call it whenever something else changes what the context holds (a task was
+    /// created, completed or edited, a fact was added, the customer was edited or deleted).
+    pub async fn invalidate_context(&self, phone_e164: &str) {
+        self.caches.invalidate(phone_e164).await;
     }
 
     /// Chaos: make a live call's actor fail for real. False when no such call is live.
