@@ -16,6 +16,8 @@ use switchboard_providers::speech::{OpenAiSpeech, OpenAiSpeechConfig};
 use switchboard_providers::standins::{StandinConfig, Standins, spawn_standins};
 
 use crate::config::{Config, TwilioMode};
+use crate::redis_cache::RedisContextCache;
+use switchboard_actors::cache::SharedContextCache;
 use crate::store::{DbCell, SqlStore};
 
 /// The running call runtime and what it was built from.
@@ -59,6 +61,8 @@ pub fn runtime_config(config: &Config) -> RuntimeConfig {
         restart_window: config.supervisor.restart_window(),
         batch_max: config.persistence.batch_max,
         flush_interval: config.persistence.flush_interval(),
+        cache_ttl: config.cache.ttl(),
+        cache_max_entries: config.cache.max_entries,
         ..RuntimeConfig::default()
     }
 }
@@ -130,8 +134,32 @@ pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
         },
         clock: Arc::new(SystemClock),
     };
-    let runtime = Runtime::start(runtime_config(config), ports).await.map_err(|e| CallServiceError::Runtime(e.to_string()))?;
+    let runtime_config = runtime_config(config);
+    let shared_cache = shared_context_cache(config, runtime_config.shared_cache_timeout);
+    let runtime = Runtime::start_with_shared_cache(runtime_config, ports, shared_cache)
+        .await
+        .map_err(|e| CallServiceError::Runtime(e.to_string()))?;
     Ok(CallService { runtime, db, region, standins })
+}
+
+/// The Redis tier of the context cache when `cache.redis_url` is set. A URL the client refuses
+/// (e.g. `rediss://`: this build has no TLS for Redis) turns the tier off with an error in the
+/// log; the server still starts, on the memory tier and the database.
+fn shared_context_cache(config: &Config, timeout: Duration) -> Option<Arc<dyn SharedContextCache>> {
+    let url = config.cache.redis_url.trim();
+    if url.is_empty() {
+        return None;
+    }
+    match RedisContextCache::new(url, timeout) {
+        Ok(cache) => {
+            tracing::info!("shared context cache on Redis");
+            Some(Arc::new(cache))
+        }
+        Err(error) => {
+            tracing::error!(%error, "shared context cache disabled");
+            None
+        }
+    }
 }
 
 /// The generic greeting as mu-law 8 kHz audio, ready before the first call: a recorded WAV, or

@@ -12,6 +12,7 @@
 //! - [`edge`]: the Twilio edge: webhook, signatures, Media Streams and ConversationRelay sockets.
 //! - [`operator`]: the operator API over live calls and stored ones.
 //! - [`metrics`]: Prometheus metrics at `/metrics`.
+//! - [`redis_cache`]: the shared (Redis) tier of the customer-context cache.
 
 pub mod calls;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod edge;
 pub mod http;
 pub mod metrics;
 pub mod operator;
+pub mod redis_cache;
 pub mod seed;
 pub mod storage;
 pub mod store;

@@ -54,5 +54,40 @@ pub fn render(app: &AppState) -> String {
     metrics::gauge!("switchboard_persistence_rows_written").set(s.persistence.rows_written.load(Relaxed) as f64);
     metrics::gauge!("switchboard_persistence_largest_batch").set(s.persistence.largest_batch.load(Relaxed) as f64);
     metrics::gauge!("switchboard_persistence_write_failures").set(s.persistence.write_failures.load(Relaxed) as f64);
-    handle.render()
+    for (name, v) in [
+        ("hits", &s.cache.hits),
+        ("misses", &s.cache.misses),
+        ("bypassed", &s.cache.bypassed),
+        ("shared_hits", &s.cache.shared_hits),
+        ("shared_misses", &s.cache.shared_misses),
+        ("shared_errors", &s.cache.shared_errors),
+        ("invalidations", &s.cache.invalidations),
+        ("evictions", &s.cache.evictions),
+        ("stale_puts", &s.cache.stale_puts),
+    ] {
+        metrics::gauge!("switchboard_context_cache", "event" => name).set(v.load(Relaxed) as f64);
+    }
+    metrics::gauge!("switchboard_context_cache_entries").set(runtime.caches.memory.len() as f64);
+    let mut text = handle.render();
+    render_prefetch_histogram(&mut text, runtime);
+    text
+}
+
+/// `switchboard_prefetch_seconds`: prefetch latency from the lookup request to its result, by
+/// where the answer came from (`source="cache"` or `"store"`), sampled from the runtime's atomics.
+fn render_prefetch_histogram(out: &mut String, runtime: &switchboard_actors::Runtime) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let _ = writeln!(out, "# HELP switchboard_prefetch_seconds Customer-context prefetch latency.");
+    let _ = writeln!(out, "# TYPE switchboard_prefetch_seconds histogram");
+    for (source, h) in [("cache", &runtime.stats.crm.latency_cached), ("store", &runtime.stats.crm.latency_store)] {
+        let (buckets, count) = h.cumulative();
+        for (le, n) in buckets {
+            let _ = writeln!(out, "switchboard_prefetch_seconds_bucket{{source=\"{source}\",le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "switchboard_prefetch_seconds_bucket{{source=\"{source}\",le=\"+Inf\"}} {count}");
+        let sum = h.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "switchboard_prefetch_seconds_sum{{source=\"{source}\"}} {sum}");
+        let _ = writeln!(out, "switchboard_prefetch_seconds_count{{source=\"{source}\"}} {count}");
+    }
 }

@@ -6,5 +6,6 @@ mod common;
 
 mod config;
 mod http;
+mod prefetch;
 mod seed;
 mod storage;
