@@ -14,6 +14,7 @@
 //! - `store, first pass`: the context cache is empty and these phones were never read by this
 //!   process (the database's own page cache may hold some pages: the OS cache is not dropped);
 //! - `store, second pass`: the same phones again, straight from the store (database warm);
+//! - `store, one at a time`: the same phones sequentially (no queueing for connections);
 //! - `memory cache`: the same phones through `ContextCache::get` (what a Crm-actor hit costs);
 //! - `redis cache`: through the Redis tier's `get` (JSON decode included), when configured.
 //!
@@ -175,6 +176,25 @@ async fn main() {
             &format!("{found} found, {partial} partial, {other} not found/failed/timed out"),
         );
     }
+
+    // The same phones one at a time: the latency of one lookup when nothing queues.
+    let started = Instant::now();
+    let mut samples = Vec::with_capacity(lookups);
+    for phone in phones.iter() {
+        let t = Instant::now();
+        let event = crm::prefetch(store.as_ref(), phone, Duration::from_secs(2)).await;
+        samples.push(t.elapsed());
+        assert!(matches!(
+            event,
+            Event::ContextArrived(ContextResult::Found(_))
+        ));
+    }
+    report(
+        "store, one at a time",
+        samples,
+        started.elapsed(),
+        "sequential, database warm",
+    );
 
     let samples = Arc::new(std::sync::Mutex::new(Vec::with_capacity(lookups)));
     let wall = run_concurrently(lookups, |i| {

@@ -155,6 +155,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/calls/{sid}", get(operator::call_detail))
         .route("/api/v1/calls/{sid}/hangup", post(operator::hangup))
         .route("/api/v1/calls/{sid}/crash", post(operator::crash))
+        .route("/api/v1/customers/cache/invalidate", post(operator::invalidate_context))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), operator::require_operator));
     Router::new()
         .route("/healthz", get(healthz))

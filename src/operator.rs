@@ -199,3 +199,22 @@ pub async fn crash(State(app): State<AppState>, Path(sid): Path<String>) -> Resp
         error(StatusCode::NOT_FOUND, format!("no live call with sid {}", sid.0))
     }
 }
+
+#[derive(Deserialize)]
+pub struct InvalidateContextQuery {
+    phone: String,
+}
+
+/// `POST /api/v1/customers/cache/invalidate?phone=%2B14155550101`: drop a caller's cached
+/// customer context on this node and in the shared (Redis) tier, so the next call reads the
+/// database. For whoever changes CRM data behind Switchboard's back (tasks, facts, the customer).
+/// The number may be written any way a caller id can be (`+1 415 555 0101`, national with the
+/// configured region); a `+` in a query string must be sent as `%2B`.
+pub async fn invalidate_context(State(app): State<AppState>, Query(q): Query<InvalidateContextQuery>) -> Response {
+    let caller = switchboard_actors::phone::caller_from_raw(q.phone.trim(), app.phone_region());
+    let Some(phone) = caller.e164 else {
+        return error(StatusCode::BAD_REQUEST, "phone is not a phone number");
+    };
+    app.runtime().invalidate_context(&phone).await;
+    (StatusCode::OK, Json(json!({"phone": mask_phone(&phone), "invalidated": true}))).into_response()
+}

@@ -741,3 +741,31 @@ async fn two_nodes_share_contexts_through_redis_and_survive_its_outage() {
         hang_up(rt, h).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_can_invalidate_a_cached_context() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = crate::common::sqlite_url(dir.path(), "api.db");
+    let app = ready_app(&url).await;
+    let db = migrated(&url).await;
+    seed(&db).await;
+    let rt = app.state.runtime();
+    let (h, _s) = call_on(rt, "CAapi", ANA).await;
+    wait_for("enriched", || h.snapshot().state() == CallState::Enriched).await;
+    wait_for("cached", || rt.caches.memory.get(ANA).is_some()).await;
+    let post = |q: &str| {
+        app.client
+            .post(format!(
+                "{}/api/v1/customers/cache/invalidate?{q}",
+                app.base_url
+            ))
+            .send()
+    };
+    // Written the way people write numbers; the region (US) fills in the country.
+    let response = post("phone=(415)%20555-0101").await.expect("request");
+    assert_eq!(response.status(), 200);
+    assert!(rt.caches.memory.get(ANA).is_none());
+    let response = post("phone=not-a-number").await.expect("request");
+    assert_eq!(response.status(), 400);
+    hang_up(rt, &h).await;
+}
