@@ -63,6 +63,8 @@ pub fn runtime_config(config: &Config) -> RuntimeConfig {
         flush_interval: config.persistence.flush_interval(),
         cache_ttl: config.cache.ttl(),
         cache_max_entries: config.cache.max_entries,
+        max_buffered_rows: config.persistence.max_buffered_rows,
+        summary_deadline: Duration::from_millis(config.persistence.summary_timeout_ms),
         ..RuntimeConfig::default()
     }
 }
@@ -133,6 +135,7 @@ pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
             relay_spoken_by_twilio: relay && !config.twilio.welcome_greeting.trim().is_empty(),
         },
         clock: Arc::new(SystemClock),
+        journal: Some(Arc::new(crate::journal::FileJournal::new(&config.persistence.journal_path))),
     };
     let runtime_config = runtime_config(config);
     let shared_cache = shared_context_cache(config, runtime_config.shared_cache_timeout);

@@ -35,6 +35,8 @@ const RANGES: &[(&str, i64, i64)] = &[
     ("supervisor.restart_window_s", 1, 86_400),
     ("persistence.batch_max", 1, 10_000),
     ("persistence.flush_ms", 1, 60_000),
+    ("persistence.max_buffered_rows", 1, 10_000_000),
+    ("persistence.summary_timeout_ms", 100, 60_000),
     ("greeting.personalize_within_ms", 0, 10_000),
     ("cache.ttl_s", 1, 86_400),
     ("cache.max_entries", 0, 10_000_000),
@@ -209,6 +211,8 @@ pub struct PersistenceConfig {
     pub batch_max: usize,
     pub flush_ms: u64,
     pub journal_path: PathBuf,
+    pub max_buffered_rows: usize,
+    pub summary_timeout_ms: u64,
 }
 
 impl PersistenceConfig {

@@ -156,6 +156,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/calls/{sid}/hangup", post(operator::hangup))
         .route("/api/v1/calls/{sid}/crash", post(operator::crash))
         .route("/api/v1/customers/cache/invalidate", post(operator::invalidate_context))
+        .route("/api/v1/customers/{id}/conversations", get(crate::history::conversations))
+        .route("/api/v1/customers/{id}", axum::routing::delete(crate::history::delete_customer))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), operator::require_operator));
     Router::new()
         .route("/healthz", get(healthz))

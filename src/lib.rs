@@ -13,12 +13,16 @@
 //! - [`operator`]: the operator API over live calls and stored ones.
 //! - [`metrics`]: Prometheus metrics at `/metrics`.
 //! - [`redis_cache`]: the shared (Redis) tier of the customer-context cache.
+//! - [`journal`]: the append-only file persistence spills to when the database cannot keep up.
+//! - [`history`]: past conversations of a customer, and deleting a customer's data.
 
 pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod history;
 pub mod http;
+pub mod journal;
 pub mod metrics;
 pub mod operator;
 pub mod redis_cache;

@@ -197,12 +197,12 @@ impl ConversationStore for SqlStore {
 
     async fn write_call_record(&self, r: &CallRecord) -> Result<(), PortError> {
         let db = self.db.db()?;
-        let summary = fallback_summary(r);
+        let summary = r.summary.clone().unwrap_or_else(|| fallback_summary(r));
         let mut tx = db.pool().begin().await.map_err(|e| db_error("call record", e))?;
         sqlx::query(
             "INSERT INTO calls (call_sid, customer_id, phone, to_number, direction, transport, started_at_ms, \
              ended_at_ms, outcome, summary, final_state, restarts, name_source) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             VALUES ($1, COALESCE($2, (SELECT id FROM customers WHERE phone_e164 = $3)), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (call_sid) DO UPDATE SET customer_id = excluded.customer_id, ended_at_ms = excluded.ended_at_ms, \
              outcome = excluded.outcome, summary = excluded.summary, final_state = excluded.final_state, \
              restarts = excluded.restarts, name_source = excluded.name_source",
@@ -223,32 +223,20 @@ impl ConversationStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error("call record", e))?;
-        if let Some(id) = r.customer_id {
-            sqlx::query("UPDATE customers SET updated_at_ms = $1 WHERE id = $2")
-                .bind(r.ended_at_ms as i64)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| db_error("customer update", e))?;
-        }
+        // The customer may have been created during the call (a captured name): the call row
+        // found it by phone above, and this touches whichever customer the row points at.
+        sqlx::query("UPDATE customers SET updated_at_ms = $1 WHERE id = (SELECT customer_id FROM calls WHERE call_sid = $2)")
+            .bind(r.ended_at_ms as i64)
+            .bind(r.call_sid.0.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error("customer update", e))?;
         tx.commit().await.map_err(|e| db_error("call record", e))
     }
 }
 
-/// A summary that needs no LLM: who called, how it ended, and the caller's first request.
-pub fn fallback_summary(r: &CallRecord) -> String {
-    use switchboard_actors::Role;
-    let who = r.customer_name.clone().unwrap_or_else(|| "An unknown caller".into());
-    let first = r.transcript.iter().find(|m| m.role == Role::Caller).map(|m| m.text.as_str());
-    let turns = r.transcript.iter().filter(|m| m.role == Role::Caller).count();
-    match first {
-        Some(first) => {
-            let first: String = first.chars().take(160).collect();
-            format!("{who} called ({turns} caller turns, {}). First request: \"{first}\"", r.outcome)
-        }
-        None => format!("{who} called and said nothing ({}).", r.outcome),
-    }
-}
+/// A summary that needs no LLM (kept here for callers of the old path).
+pub use switchboard_actors::fallback_summary;
 
 #[async_trait]
 impl NameStore for SqlStore {

@@ -201,7 +201,24 @@ fn execute(st: &CallActorState, effect: Effect) {
             if record.call_sid.0.is_empty() {
                 record.call_sid = sid.clone();
             }
-            s.persistence.finalize(record);
+            // The summary may take the LLM a moment: off the call actor, under a deadline. The
+            // task outlives a crash of this actor; shutdown waits for it before the last flush.
+            let persistence = s.persistence.clone();
+            let llm = s.summary_llm.clone();
+            let deadline = s.summary_deadline;
+            persistence
+                .summarizing
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            tokio::spawn(async move {
+                if record.summary.is_none() {
+                    let summary = crate::summary::summarize(llm.as_ref(), &record, deadline).await;
+                    record.summary = Some(summary);
+                }
+                persistence.finalize(record);
+                persistence
+                    .summarizing
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            });
         }
         Effect::CloseStream => {
             st.handle.push_outbound(crate::handle::Outbound::Close {

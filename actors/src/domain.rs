@@ -254,4 +254,37 @@ pub struct CallRecord {
     pub name_source: Option<NameSource>,
     /// The whole conversation, for the summary written at finalizing.
     pub transcript: Vec<ConversationMessage>,
+    /// A short summary of the conversation (the LLM's, or [`fallback_summary`]); it becomes the
+    /// "last call" context of the customer's next call. Filled in after the machine built the
+    /// record, by the call actor's finalizing task.
+    #[serde(default)]
+    pub summary: Option<String>,
+}
+
+/// A summary that needs no LLM: who called, how it ended, and the caller's first request.
+pub fn fallback_summary(r: &CallRecord) -> String {
+    let who = r
+        .customer_name
+        .clone()
+        .unwrap_or_else(|| "An unknown caller".into());
+    let first = r
+        .transcript
+        .iter()
+        .find(|m| m.role == Role::Caller)
+        .map(|m| m.text.as_str());
+    let turns = r
+        .transcript
+        .iter()
+        .filter(|m| m.role == Role::Caller)
+        .count();
+    match first {
+        Some(first) => {
+            let first: String = first.chars().take(160).collect();
+            format!(
+                "{who} called ({turns} caller turns, {}). First request: \"{first}\"",
+                r.outcome
+            )
+        }
+        None => format!("{who} called and said nothing ({}).", r.outcome),
+    }
 }

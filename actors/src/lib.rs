@@ -28,6 +28,7 @@ pub mod persistence;
 pub mod phone;
 pub mod ports;
 pub mod runtime;
+pub mod summary;
 pub mod supervisor;
 pub mod testing;
 

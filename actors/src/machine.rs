@@ -1485,6 +1485,7 @@ impl CallMachine {
             restarts: self.restarts,
             name_source: self.name_source,
             transcript,
+            summary: None,
         };
         fx.push(Effect::Finalize(Box::new(record)));
         let after = self.config.finalize_deadline_ms;

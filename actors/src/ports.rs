@@ -85,7 +85,8 @@ pub trait CrmStore: Send + Sync + 'static {
 }
 
 /// One row for the conversation store.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PersistRecord {
     Message {
         call_sid: CallSid,
@@ -112,6 +113,31 @@ impl PersistRecord {
 pub trait ConversationStore: Send + Sync + 'static {
     async fn write_batch(&self, batch: &[PersistRecord]) -> Result<(), PortError>;
     async fn write_call_record(&self, record: &CallRecord) -> Result<(), PortError>;
+}
+
+/// What the persistence actor spills to its journal: a conversation row, or a call record whose
+/// rows were spilled before it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "entry", rename_all = "snake_case")]
+pub enum JournalEntry {
+    Row(PersistRecord),
+    Record(Box<CallRecord>),
+}
+
+/// An append-only local journal where the persistence actor spills what it cannot keep in memory
+/// (database down or slow). `append` returns only once the entries are durable (synced); the
+/// actor forgets rows only after the store or the journal confirmed them. Everything in the
+/// journal is written to the store when the database is back and on the next start, then the
+/// journal is cleared. Replaying twice is harmless: store writes are idempotent.
+#[async_trait]
+pub trait SpillJournal: Send + Sync + 'static {
+    /// Append and sync. An error (disk full, permissions) means nothing can be assumed written.
+    async fn append(&self, entries: &[JournalEntry]) -> Result<(), PortError>;
+    /// Every entry appended since the last `clear`, in order. A torn last entry (hard kill in
+    /// the middle of an append) is skipped.
+    async fn load(&self) -> Result<Vec<JournalEntry>, PortError>;
+    /// Forget everything (called after all loaded entries were written to the store).
+    async fn clear(&self) -> Result<(), PortError>;
 }
 
 /// Stores a captured name: updates the customer with that phone, or creates a `lead`.

@@ -220,6 +220,48 @@ impl ConversationStore for MemoryConversations {
     }
 }
 
+/// A journal in memory; `set_full(true)` makes appends fail like a full disk.
+#[derive(Default)]
+pub struct MemoryJournal {
+    pub entries: Mutex<Vec<JournalEntry>>,
+    pub full: AtomicBool,
+    pub appends: AtomicU64,
+}
+
+impl MemoryJournal {
+    pub fn set_full(&self, full: bool) {
+        self.full.store(full, Ordering::Release);
+    }
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl SpillJournal for MemoryJournal {
+    async fn append(&self, entries: &[JournalEntry]) -> Result<(), PortError> {
+        if self.full.load(Ordering::Acquire) {
+            return Err(PortError::unavailable("No space left on device (os error 28)"));
+        }
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(entries);
+        Ok(())
+    }
+    async fn load(&self) -> Result<Vec<JournalEntry>, PortError> {
+        Ok(self.entries.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+    async fn clear(&self) -> Result<(), PortError> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 pub struct MemoryNames {
     pub stored: Mutex<Vec<(String, String)>>,
@@ -332,6 +374,7 @@ impl MemoryPorts {
             speech: Arc::new(SilenceSpeech),
             greeting: crate::handle::GreetingSource { audio: Some(Arc::from(vec![0xFFu8; 1600])), relay_spoken_by_twilio: false },
             clock: Arc::new(SystemClock),
+            journal: None,
         }
     }
 }

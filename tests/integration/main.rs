@@ -5,7 +5,9 @@
 mod common;
 
 mod config;
+mod history;
 mod http;
 mod prefetch;
+mod persistence;
 mod seed;
 mod storage;
