@@ -54,9 +54,6 @@ pub fn render(app: &AppState) -> String {
     metrics::gauge!("switchboard_persistence_rows_written").set(s.persistence.rows_written.load(Relaxed) as f64);
     metrics::gauge!("switchboard_persistence_largest_batch").set(s.persistence.largest_batch.load(Relaxed) as f64);
     metrics::gauge!("switchboard_persistence_write_failures").set(s.persistence.write_failures.load(Relaxed) as f64);
-    metrics::gauge!("switchboard_persistence_batches_written").set(s.persistence.batches_written.load(Relaxed) as f64);
-    metrics::gauge!("switchboard_persistence_spilled").set(s.persistence.spilled.load(Relaxed) as f64);
-    metrics::gauge!("switchboard_persistence_replayed").set(s.persistence.replayed.load(Relaxed) as f64);
     for (name, v) in [
         ("hits", &s.cache.hits),
         ("misses", &s.cache.misses),
@@ -71,6 +68,9 @@ pub fn render(app: &AppState) -> String {
         metrics::gauge!("switchboard_context_cache", "event" => name).set(v.load(Relaxed) as f64);
     }
     metrics::gauge!("switchboard_context_cache_entries").set(runtime.caches.memory.len() as f64);
+    for (outcome, v) in [("asked", &s.names.llm_asked), ("named", &s.names.llm_named), ("no_name", &s.names.llm_no_name)] {
+        metrics::gauge!("switchboard_llm_name_extractions", "outcome" => outcome).set(v.load(Relaxed) as f64);
+    }
     let mut text = handle.render();
     render_prefetch_histogram(&mut text, runtime);
     text

@@ -31,6 +31,7 @@
 //! become straight ones.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -67,6 +68,17 @@ pub struct NamesArgs {
     pub llm_deadline: Duration,
     /// Dropped for a phone once its captured name is stored.
     pub caches: Option<ContextCaches>,
+    pub stats: Arc<NameStats>,
+}
+
+/// How often the LLM was asked for a name, and what came of it (exported by `/metrics`).
+#[derive(Debug, Default)]
+pub struct NameStats {
+    pub llm_asked: AtomicU64,
+    /// The LLM's answer passed the acceptance rules and became the captured name.
+    pub llm_named: AtomicU64,
+    /// "NONE", an answer that failed the rules, an error or the deadline.
+    pub llm_no_name: AtomicU64,
 }
 
 /// The default for [`NamesArgs::llm_deadline`]: well inside the machine's name deadline.
@@ -105,11 +117,19 @@ impl Actor for NamesActor {
                         // The rules will not vouch for it: ask the LLM, off the actor.
                         let (llm, calls, deadline) =
                             (llm.clone(), st.calls.clone(), st.llm_deadline);
+                        let stats = st.stats.clone();
+                        stats.llm_asked.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(async move {
                             let event =
                                 match ask_llm_for_name(llm.as_ref(), &utterance, deadline).await {
-                                    Some(name) => Event::NameCaptured { attempt, name },
-                                    None => Event::NameNotFound { attempt },
+                                    Some(name) => {
+                                        stats.llm_named.fetch_add(1, Ordering::Relaxed);
+                                        Event::NameCaptured { attempt, name }
+                                    }
+                                    None => {
+                                        stats.llm_no_name.fetch_add(1, Ordering::Relaxed);
+                                        Event::NameNotFound { attempt }
+                                    }
                                 };
                             calls.deliver(&call_sid, event);
                         });

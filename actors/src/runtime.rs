@@ -16,7 +16,7 @@ use crate::domain::*;
 use crate::handle::{CallHandle, GreetingSource, LiveCalls, Outbound};
 use crate::llm::{LlmActor, LlmArgs, LlmMsg, LlmStats};
 use crate::machine::MachineConfig;
-use crate::names::{NamesActor, NamesArgs, NamesMsg};
+use crate::names::{NameStats, NamesActor, NamesArgs, NamesMsg};
 use crate::persistence::{
     PersistenceActor, PersistenceArgs, PersistenceHandle, PersistenceMsg, PersistenceStats,
 };
@@ -70,9 +70,6 @@ pub struct Services {
     pub machine_config: Arc<MachineConfig>,
     pub speech: Arc<dyn SpeechSynth>,
     pub greeting: GreetingSource,
-    /// Writes the call summary at finalizing.
-    pub summary_llm: Arc<dyn LlmClient>,
-    pub summary_deadline: Duration,
 }
 
 /// Limits of the runtime. Defaults suit one small node.
@@ -84,10 +81,6 @@ pub struct RuntimeConfig {
     pub max_llm_streams: usize,
     pub batch_max: usize,
     pub flush_interval: Duration,
-    /// Buffered rows beyond this are spilled to the journal (when there is one).
-    pub max_buffered_rows: usize,
-    /// How long the LLM may take to summarize a finished call before the fallback summary is used.
-    pub summary_deadline: Duration,
     pub max_restarts: usize,
     pub restart_window: Duration,
     /// How long a customer context stays cached (memory and shared tier).
@@ -109,8 +102,6 @@ impl Default for RuntimeConfig {
             max_llm_streams: 4096,
             batch_max: 500,
             flush_interval: Duration::from_millis(50),
-            max_buffered_rows: 10_000,
-            summary_deadline: Duration::from_secs(3),
             max_restarts: 3,
             restart_window: Duration::from_secs(60),
             cache_ttl: Duration::from_secs(300),
@@ -131,8 +122,6 @@ pub struct Ports {
     /// How the generic greeting is voiced (pre-rendered audio, or Twilio's welcome greeting).
     pub greeting: GreetingSource,
     pub clock: Arc<dyn Clock>,
-    /// Where persistence spills rows it cannot keep in memory (`None`: never spill).
-    pub journal: Option<Arc<dyn SpillJournal>>,
 }
 
 #[derive(Clone)]
@@ -141,6 +130,7 @@ pub struct RuntimeStats {
     pub llm: Arc<LlmStats>,
     pub persistence: Arc<PersistenceStats>,
     pub cache: Arc<CacheStats>,
+    pub names: Arc<NameStats>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,17 +174,14 @@ impl Runtime {
             llm: Arc::new(LlmStats::default()),
             persistence: Arc::new(PersistenceStats::default()),
             cache: caches.stats.clone(),
+            names: Arc::new(NameStats::default()),
         };
         let persistence_args = PersistenceArgs {
             store: ports.conversations.clone(),
             calls: calls.clone(),
             batch_max: config.batch_max.max(1),
             flush_interval: config.flush_interval,
-            max_buffered: config.max_buffered_rows.max(1),
-            journal: ports.journal.clone(),
-            pending: Arc::new(std::sync::Mutex::new(
-                crate::persistence::Pending::replaying(),
-            )),
+            pending: Default::default(),
             stats: stats.persistence.clone(),
         };
         let children = vec![
@@ -222,6 +209,7 @@ impl Runtime {
                 llm: Some(ports.llm.clone()),
                 llm_deadline: config.llm_name_deadline,
                 caches: Some(caches.clone()),
+                stats: stats.names.clone(),
             }),
         ];
         let (refs_tx, refs_rx) = oneshot::channel();
@@ -238,8 +226,6 @@ impl Runtime {
                 pending: persistence_args.pending.clone(),
                 actor: refs.persistence,
                 batch_max: persistence_args.batch_max,
-                max_buffered: persistence_args.max_buffered,
-                summarizing: Default::default(),
             },
             names: refs.names,
             calls: calls.clone(),
@@ -247,8 +233,6 @@ impl Runtime {
             machine_config: Arc::new(config.machine.clone()),
             speech: ports.speech.clone(),
             greeting: ports.greeting.clone(),
-            summary_llm: ports.llm.clone(),
-            summary_deadline: config.summary_deadline,
         });
         let (supervisor, _) = Actor::spawn(
             None,
@@ -312,24 +296,14 @@ impl Runtime {
         .unwrap_or(false)
     }
 
-    /// Write everything pending now (first waiting, a little longer than the summary deadline,
-    /// for call records still being summarized); returns the rows and records still unwritten.
+    /// Write everything pending now; returns the rows and records still unwritten.
     pub async fn flush(&self) -> usize {
-        let patience = tokio::time::Instant::now()
-            + self.services.summary_deadline
-            + Duration::from_secs(1);
-        while self.services.persistence.summarizing() > 0
-            && tokio::time::Instant::now() < patience
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let left = call_t!(
+        call_t!(
             self.services.persistence.actor(),
             PersistenceMsg::Flush,
             30_000
         )
-        .unwrap_or_else(|_| self.persistence_args.backlog());
-        left + self.services.persistence.summarizing()
+        .unwrap_or_else(|_| self.persistence_args.backlog())
     }
 
     /// Rows and call records waiting to be written.

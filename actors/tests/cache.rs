@@ -303,6 +303,8 @@ async fn an_unsure_name_is_settled_by_the_llm_and_stored() {
     assert_eq!(request.messages.len(), 2);
     assert!(request.messages[0].content.contains("NONE"));
     assert_eq!(request.messages[1].content, "it's Will");
+    assert_eq!(rt.stats.names.llm_asked.load(Ordering::Relaxed), 1);
+    assert_eq!(rt.stats.names.llm_named.load(Ordering::Relaxed), 1);
     // The stored name invalidated the phone's context.
     wait_for("the invalidation", || {
         rt.stats.cache.invalidations.load(Ordering::Relaxed) == 1
@@ -313,12 +315,15 @@ async fn an_unsure_name_is_settled_by_the_llm_and_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_llm_answer_that_was_not_said_is_no_name() {
     // The model "answers" with a name the caller never said: rejected, the caller is asked again.
-    let (h, mem, _rt) = capture_name("Robert", "it's Will").await;
+    let (h, mem, rt) = capture_name("Robert", "it's Will").await;
     wait_for("the llm request", || {
         !mem.llm.requests.lock().unwrap().is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for("the rejection", || {
+        rt.stats.names.llm_no_name.load(Ordering::Relaxed) == 1
+    })
+    .await;
     assert_eq!(h.snapshot().customer_name(), None);
     assert!(mem.names.stored.lock().unwrap().is_empty());
 }
