@@ -54,6 +54,9 @@ pub fn render(app: &AppState) -> String {
     metrics::gauge!("switchboard_persistence_rows_written").set(s.persistence.rows_written.load(Relaxed) as f64);
     metrics::gauge!("switchboard_persistence_largest_batch").set(s.persistence.largest_batch.load(Relaxed) as f64);
     metrics::gauge!("switchboard_persistence_write_failures").set(s.persistence.write_failures.load(Relaxed) as f64);
+    metrics::gauge!("switchboard_persistence_batches_written").set(s.persistence.batches_written.load(Relaxed) as f64);
+    metrics::gauge!("switchboard_persistence_spilled").set(s.persistence.spilled.load(Relaxed) as f64);
+    metrics::gauge!("switchboard_persistence_replayed").set(s.persistence.replayed.load(Relaxed) as f64);
     for (name, v) in [
         ("hits", &s.cache.hits),
         ("misses", &s.cache.misses),

@@ -70,6 +70,9 @@ pub struct Services {
     pub machine_config: Arc<MachineConfig>,
     pub speech: Arc<dyn SpeechSynth>,
     pub greeting: GreetingSource,
+    /// Writes the call summary at finalizing.
+    pub summary_llm: Arc<dyn LlmClient>,
+    pub summary_deadline: Duration,
 }
 
 /// Limits of the runtime. Defaults suit one small node.
@@ -81,6 +84,10 @@ pub struct RuntimeConfig {
     pub max_llm_streams: usize,
     pub batch_max: usize,
     pub flush_interval: Duration,
+    /// Buffered rows beyond this are spilled to the journal (when there is one).
+    pub max_buffered_rows: usize,
+    /// How long the LLM may take to summarize a finished call before the fallback summary is used.
+    pub summary_deadline: Duration,
     pub max_restarts: usize,
     pub restart_window: Duration,
     /// How long a customer context stays cached (memory and shared tier).
@@ -102,6 +109,8 @@ impl Default for RuntimeConfig {
             max_llm_streams: 4096,
             batch_max: 500,
             flush_interval: Duration::from_millis(50),
+            max_buffered_rows: 10_000,
+            summary_deadline: Duration::from_secs(3),
             max_restarts: 3,
             restart_window: Duration::from_secs(60),
             cache_ttl: Duration::from_secs(300),
@@ -122,6 +131,8 @@ pub struct Ports {
     /// How the generic greeting is voiced (pre-rendered audio, or Twilio's welcome greeting).
     pub greeting: GreetingSource,
     pub clock: Arc<dyn Clock>,
+    /// Where persistence spills rows it cannot keep in memory (`None`: never spill).
+    pub journal: Option<Arc<dyn SpillJournal>>,
 }
 
 #[derive(Clone)]
@@ -181,7 +192,11 @@ impl Runtime {
             calls: calls.clone(),
             batch_max: config.batch_max.max(1),
             flush_interval: config.flush_interval,
-            pending: Default::default(),
+            max_buffered: config.max_buffered_rows.max(1),
+            journal: ports.journal.clone(),
+            pending: Arc::new(std::sync::Mutex::new(
+                crate::persistence::Pending::replaying(),
+            )),
             stats: stats.persistence.clone(),
         };
         let children = vec![
@@ -226,6 +241,8 @@ impl Runtime {
                 pending: persistence_args.pending.clone(),
                 actor: refs.persistence,
                 batch_max: persistence_args.batch_max,
+                max_buffered: persistence_args.max_buffered,
+                summarizing: Default::default(),
             },
             names: refs.names,
             calls: calls.clone(),
@@ -233,6 +250,8 @@ impl Runtime {
             machine_config: Arc::new(config.machine.clone()),
             speech: ports.speech.clone(),
             greeting: ports.greeting.clone(),
+            summary_llm: ports.llm.clone(),
+            summary_deadline: config.summary_deadline,
         });
         let (supervisor, _) = Actor::spawn(
             None,
@@ -296,14 +315,24 @@ impl Runtime {
         .unwrap_or(false)
     }
 
-    /// Write everything pending now; returns the rows and records still unwritten.
+    /// Write everything pending now (first waiting, a little longer than the summary deadline,
+    /// for call records still being summarized); returns the rows and records still unwritten.
     pub async fn flush(&self) -> usize {
-        call_t!(
+        let patience = tokio::time::Instant::now()
+            + self.services.summary_deadline
+            + Duration::from_secs(1);
+        while self.services.persistence.summarizing() > 0
+            && tokio::time::Instant::now() < patience
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = call_t!(
             self.services.persistence.actor(),
             PersistenceMsg::Flush,
             30_000
         )
-        .unwrap_or_else(|_| self.persistence_args.backlog())
+        .unwrap_or_else(|_| self.persistence_args.backlog());
+        left + self.services.persistence.summarizing()
     }
 
     /// Rows and call records waiting to be written.
