@@ -6,7 +6,7 @@
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use sqlx::{Any, QueryBuilder, Row};
+use sqlx::Row;
 use switchboard_actors::ports::{ConversationStore, CrmStore, CustomerRow, NameStore, PersistRecord, PortError};
 use switchboard_actors::{CallRecord, LastCall, TaskSummary};
 
@@ -163,34 +163,25 @@ impl ConversationStore for SqlStore {
                 PersistRecord::Transition { call_sid, transition } => events.push((call_sid, transition)),
             }
         }
+        // Placeholders by hand: sqlx's `QueryBuilder<Any>` writes `?`, which PostgreSQL rejects;
+        // SQLite gets `?` (binding thousands of `$N` names is quadratic there), PostgreSQL `$N`.
+        let sqlite = db.backend() == crate::storage::Backend::Sqlite;
         let mut tx = db.pool().begin().await.map_err(|e| db_error("conversation write", e))?;
         for chunk in messages.chunks(ROWS_PER_INSERT) {
-            let mut q: QueryBuilder<Any> =
-                QueryBuilder::new("INSERT INTO messages (call_sid, seq, role, text, interrupted, created_at_ms) ");
-            q.push_values(chunk, |mut b, (sid, m)| {
-                b.push_bind(sid.0.clone())
-                    .push_bind(m.seq as i64)
-                    .push_bind(m.role.as_str())
-                    .push_bind(m.text.clone())
-                    .push_bind(m.interrupted)
-                    .push_bind(m.at_ms as i64);
-            });
-            q.push(" ON CONFLICT (call_sid, seq) DO NOTHING");
-            q.build().execute(&mut *tx).await.map_err(|e| db_error("message write", e))?;
+            let sql = multi_row_insert("INSERT INTO messages (call_sid, seq, role, text, interrupted, created_at_ms) VALUES ", chunk.len(), 6, sqlite);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (sid, m) in chunk {
+                q = q.bind(sid.0.clone()).bind(m.seq as i64).bind(m.role.as_str()).bind(m.text.clone()).bind(i32::from(m.interrupted)).bind(m.at_ms as i64);
+            }
+            q.execute(&mut *tx).await.map_err(|e| db_error("message write", e))?;
         }
         for chunk in events.chunks(ROWS_PER_INSERT) {
-            let mut q: QueryBuilder<Any> =
-                QueryBuilder::new("INSERT INTO call_events (call_sid, seq, from_state, to_state, event, at_ms) ");
-            q.push_values(chunk, |mut b, (sid, t)| {
-                b.push_bind(sid.0.clone())
-                    .push_bind(t.seq as i64)
-                    .push_bind(t.from.as_str())
-                    .push_bind(t.to.as_str())
-                    .push_bind(t.event.clone())
-                    .push_bind(t.at_ms as i64);
-            });
-            q.push(" ON CONFLICT (call_sid, seq) DO NOTHING");
-            q.build().execute(&mut *tx).await.map_err(|e| db_error("state event write", e))?;
+            let sql = multi_row_insert("INSERT INTO call_events (call_sid, seq, from_state, to_state, event, at_ms) VALUES ", chunk.len(), 6, sqlite);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (sid, t) in chunk {
+                q = q.bind(sid.0.clone()).bind(t.seq as i64).bind(t.from.as_str()).bind(t.to.as_str()).bind(t.event.clone()).bind(t.at_ms as i64);
+            }
+            q.execute(&mut *tx).await.map_err(|e| db_error("state event write", e))?;
         }
         tx.commit().await.map_err(|e| db_error("conversation write", e))
     }
@@ -233,6 +224,31 @@ impl ConversationStore for SqlStore {
             .map_err(|e| db_error("customer update", e))?;
         tx.commit().await.map_err(|e| db_error("call record", e))
     }
+}
+
+/// `head` followed by `rows` tuples of `columns` placeholders and an idempotent conflict clause.
+fn multi_row_insert(head: &str, rows: usize, columns: usize, sqlite: bool) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(head.len() + rows * columns * 6 + 40);
+    sql.push_str(head);
+    let mut n = 0;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            if sqlite {
+                sql.push('?');
+            } else {
+                let _ = write!(sql, "${n}");
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (call_sid, seq) DO NOTHING");
+    sql
 }
 
 /// A summary that needs no LLM (kept here for callers of the old path).

@@ -584,6 +584,16 @@ fn relay_config(url: &str, journal: &Path) -> switchboard::config::Config {
     config
 }
 
+/// A known customer, so the call goes straight to conversation (no name question).
+async fn known(app: &TestApp, phone: &str) {
+    let db = app.state.database().expect("database");
+    sqlx::query("INSERT INTO customers (phone_e164, name, status, created_at_ms, updated_at_ms) VALUES ($1, 'Dana Known', 'active', 1, 1)")
+        .bind(phone)
+        .execute(db.pool())
+        .await
+        .expect("seed customer");
+}
+
 async fn metric(app: &TestApp, name: &str) -> f64 {
     let text = app.get("/metrics").await.text().await.unwrap();
     text.lines()
@@ -601,6 +611,7 @@ async fn a_call_during_a_postgres_outage_is_journaled_and_replayed_by_the_next_s
     let config = relay_config(&cluster.url(), &journal);
     let app = spawn_app(config.clone()).await;
     assert_eq!(app.poll_readyz(Duration::from_secs(30), true).await.0, 200);
+    known(&app, "+15550166666").await;
     let mut ws = relay(&app).await;
     relay_setup(&mut ws, "CAoutage", "+15550166666").await;
     relay_turn(&mut ws).await;
@@ -733,6 +744,7 @@ async fn a_100_kb_relay_prompt_is_rejected_by_the_frame_limit_and_never_truncate
     .await;
     assert_eq!(app.poll_readyz(Duration::from_secs(30), true).await.0, 200);
     let before = metric(&app, "switchboard_rejected_frames_total").await;
+    known(&app, "+15550144444").await;
     let mut ws = relay(&app).await;
     relay_setup(&mut ws, "CAbig", "+15550144444").await;
     relay_turn(&mut ws).await;
