@@ -560,7 +560,14 @@ impl Drop for PgCluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_mid_run_every_message_arrives_afterwards() {
     let cluster = Arc::new(PgCluster::start());
-    let db = migrated(&cluster.url()).await;
+    // A short pool checkout timeout (the server's is database.connect_timeout_ms): a write
+    // waiting for a connection gives up within the outage instead of outlasting it.
+    let options = switchboard::storage::ConnectOptions {
+        max_connections: 4,
+        connect_timeout: Duration::from_millis(500),
+    };
+    let db = Database::connect(&cluster.url(), &options).await.unwrap();
+    db.migrate().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let c = cluster.clone();
     hundred_calls_through_an_outage(db, &dir.path().join("journal"), "CApg", async move {
