@@ -500,3 +500,39 @@ async fn messages_written_while_the_database_is_down_arrive_once_it_is_back() {
     assert_eq!(transcript.len(), 7, "greeting + 3 turns × (caller, agent)");
     assert_eq!(rt.flush().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_gets_its_call_ended_instead_of_growing_memory() {
+    let mem = MemoryPorts::new(
+        crm(),
+        ScriptedLlm::new("Sure thing.", Duration::from_millis(1)),
+    );
+    let mut cfg = config(3);
+    cfg.machine.finalize_deadline_ms = 300;
+    let rt = Runtime::start(cfg, mem.ports()).await.expect("runtime");
+    // A writer that never drains: room for two frames only.
+    let (tx, _never_read) = mpsc::channel(2);
+    let sid = CallSid("CAstuck".into());
+    let h = rt.start_call(start("CAstuck", ANA), tx).await.expect("call");
+    // The greeting's audio and mark fill the queue (nobody plays them, so no mark comes back).
+    wait_for("the greeting to be queued", || {
+        *h.snapshot().context_status() != ContextStatus::Pending
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The caller talks over it: `clear` cannot be queued any more.
+    let _ = h.send(Event::CallerUtterance {
+        text: "are you there?".into(),
+        is_final: true,
+    });
+    wait_for("the call to be ended", || {
+        mem.conversations.record(&sid).is_some()
+    })
+    .await;
+    assert!(h.outbound_stuck(), "the full queue was noticed");
+    assert_eq!(
+        mem.conversations.record(&sid).unwrap().outcome,
+        "technical failure"
+    );
+    wait_for("the call to leave the registry", || rt.calls.get(&sid).is_none()).await;
+}

@@ -18,6 +18,7 @@ use switchboard_actors::machine::Event;
 use switchboard_actors::{CallHandle, CallSid, CallStart, Outbound, Transport};
 use switchboard_twilio::media::{self, FRAME_BYTES, InboundFrame};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::socket::{self, Incoming, WsWrite};
 use super::vad::{Vad, VadEvent};
@@ -44,7 +45,8 @@ async fn session(app: AppState, fut: UpgradeFut) {
     let (control_tx, control_rx) = mpsc::channel(8);
     let (out_tx, out_rx) = mpsc::channel(socket::OUTBOUND_QUEUE);
     let stream_sid: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
-    let writer = tokio::spawn(writer(write, out_rx, control_rx, stream_sid.clone()));
+    let started_at: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+    let writer = tokio::spawn(writer(write, out_rx, control_rx, stream_sid.clone(), started_at.clone()));
     let mut call: Option<Arc<CallHandle>> = None;
     let mut vad = Vad::default();
     let mut stopped = false;
@@ -72,6 +74,7 @@ async fn session(app: AppState, fut: UpgradeFut) {
                     reject(T, "second_start");
                     continue;
                 }
+                let _ = started_at.set(Instant::now());
                 let _ = stream_sid.set(start.stream_sid.clone());
                 let region = app.phone_region();
                 let from = start.custom_parameters.get("From").cloned().unwrap_or_default();
@@ -137,8 +140,10 @@ async fn writer(
     mut out: mpsc::Receiver<Outbound>,
     mut control: mpsc::Receiver<fastwebsockets::Frame<'static>>,
     stream_sid: Arc<OnceLock<String>>,
+    started_at: Arc<OnceLock<Instant>>,
 ) {
     let mut buf = String::with_capacity(512);
+    let mut first_audio_sent = false;
     let mut frame = [0xFFu8; FRAME_BYTES];
     loop {
         let msg = tokio::select! {
@@ -164,6 +169,14 @@ async fn writer(
                     if !socket::send_text(&mut ws, &buf).await {
                         ok = false;
                         break;
+                    }
+                    if !first_audio_sent {
+                        first_audio_sent = true;
+                        // Server-side time to first greeting audio: `start` parsed → first
+                        // media frame handed to the socket.
+                        if let Some(t0) = started_at.get() {
+                            metrics::histogram!("switchboard_time_to_first_audio_seconds").record(t0.elapsed().as_secs_f64());
+                        }
                     }
                 }
                 ok
