@@ -11,3 +11,4 @@ mod prefetch;
 mod persistence;
 mod seed;
 mod storage;
+mod twilio;
