@@ -46,9 +46,10 @@ struct Args {
     /// PID of the server, to sample its CPU time and RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
-    /// Caller numbers: `+1` followed by this prefix and a counter (new callers by default).
-    #[arg(long, default_value = "555")]
-    number_prefix: String,
+    /// Caller numbers: `+1`, this area code, then 555-0000 plus the call's index: valid North
+    /// American numbers, so every call's CRM lookup runs (they are new callers unless seeded).
+    #[arg(long, default_value = "202")]
+    area_code: String,
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<std::path::PathBuf>,
@@ -169,7 +170,7 @@ async fn call(shared: Arc<Shared>, sid: &str, i: usize) -> Result<(), String> {
     let a = &shared.args;
     let base = a.url.trim_end_matches('/');
     let public = a.public_url.clone().unwrap_or_else(|| base.to_owned());
-    let from = format!("+1{}{:07}", a.number_prefix, i % 10_000_000);
+    let from = format!("+1{}{}", a.area_code, 5_550_000 + i % 4_000_000);
     // 1. The voice webhook (signed), as Twilio calls it when the call arrives.
     let fields = [("CallSid", sid), ("AccountSid", "AC0000"), ("From", from.as_str()), ("To", "+15557654321"), ("CallStatus", "ringing"), ("Direction", "inbound")];
     let body: String = fields.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
