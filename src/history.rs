@@ -33,12 +33,9 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
     )
 }
 
-fn customer_id(raw: &str) -> Result<i64, Response> {
+fn customer_id(raw: &str) -> Result<i64, String> {
     raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("path parameter `id` must be a positive integer customer id, got {raw:?}"),
-        )
+        format!("path parameter `id` must be a positive integer customer id, got {raw:?}")
     })
 }
 
@@ -74,7 +71,7 @@ pub async fn conversations(
 ) -> Response {
     let id = match customer_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let limit = match q.limit.as_deref() {
         None => DEFAULT_PAGE,
@@ -207,7 +204,7 @@ pub async fn conversations(
 pub async fn delete_customer(State(app): State<AppState>, Path(id): Path<String>) -> Response {
     let id = match customer_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let Some(db) = app.database() else {
         return unavailable("not connected yet");

@@ -193,12 +193,13 @@ async fn flush(st: &PersistenceArgs, force: bool) {
         spill(st, true).await;
         return;
     }
-    if dirty && st.journal.is_some() {
-        if let Err(e) = replay(st).await {
-            fail(st, &e);
-            spill(st, true).await;
-            return;
-        }
+    if dirty
+        && st.journal.is_some()
+        && let Err(e) = replay(st).await
+    {
+        fail(st, &e);
+        spill(st, true).await;
+        return;
     }
     loop {
         let batch: Vec<PersistRecord> = {

@@ -26,7 +26,7 @@ pub fn message(sid: &str, seq: u64, text: &str) -> PersistRecord {
         call_sid: CallSid(sid.into()),
         message: ConversationMessage {
             seq,
-            role: if seq % 2 == 0 {
+            role: if seq.is_multiple_of(2) {
                 Role::Caller
             } else {
                 Role::Agent
