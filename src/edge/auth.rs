@@ -10,6 +10,9 @@ use switchboard_twilio::signature;
 
 use crate::http::AppState;
 
+/// The 403 answer for a request that failed the check (boxed: a `Response` is large).
+pub type Denied = Box<Response>;
+
 fn host(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("x-forwarded-host")
@@ -24,14 +27,14 @@ fn target(uri: &Uri) -> &str {
     uri.path_and_query().map_or("/", |pq| pq.as_str())
 }
 
-fn forbidden(reason: &str, what: &str) -> Response {
+fn forbidden(reason: &str, what: &str) -> Denied {
     tracing::warn!(reason, request = what, "rejected Twilio request: bad signature");
     metrics::counter!("switchboard_rejected_requests_total", "reason" => "bad_signature").increment(1);
-    (StatusCode::FORBIDDEN, format!("forbidden: {reason}\n")).into_response()
+    Box::new((StatusCode::FORBIDDEN, format!("forbidden: {reason}\n")).into_response())
 }
 
 /// `Ok` when signatures are off, or when the request carries a valid signature.
-fn check(app: &AppState, headers: &HeaderMap, url: Result<String, signature::UrlError>, params: &[(String, String)], what: &str) -> Result<(), Response> {
+fn check(app: &AppState, headers: &HeaderMap, url: Result<String, signature::UrlError>, params: &[(String, String)], what: &str) -> Result<(), Denied> {
     let twilio = &app.config().twilio;
     if !twilio.validate_signatures || !twilio.auth_token.is_set() {
         return Ok(());
@@ -48,14 +51,14 @@ fn check(app: &AppState, headers: &HeaderMap, url: Result<String, signature::Url
 }
 
 /// A form-encoded webhook (`/twilio/voice`, `/twilio/stream-status`).
-pub fn check_form(app: &AppState, headers: &HeaderMap, uri: &Uri, params: &[(String, String)]) -> Result<(), Response> {
+pub fn check_form(app: &AppState, headers: &HeaderMap, uri: &Uri, params: &[(String, String)]) -> Result<(), Denied> {
     let public = &app.config().server.public_url;
     let url = http_url(public, host(headers), target(uri));
     check(app, headers, url, params, uri.path())
 }
 
 /// A WebSocket upgrade (`/twilio/media`, `/twilio/relay`): the signed URL is the `wss://` one.
-pub fn check_upgrade(app: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), Response> {
+pub fn check_upgrade(app: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), Denied> {
     let public = &app.config().server.public_url;
     let url = signature::upgrade_url(public, host(headers), target(uri));
     check(app, headers, url, &[], uri.path())

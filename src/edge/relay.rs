@@ -23,7 +23,7 @@ const T: &str = "relay";
 
 pub async fn relay_ws(State(app): State<AppState>, headers: HeaderMap, uri: Uri, upgrade: IncomingUpgrade) -> Response {
     if let Err(denied) = super::auth::check_upgrade(&app, &headers, &uri) {
-        return denied;
+        return *denied;
     }
     socket::accept(upgrade, move |fut| session(app, fut))
 }

@@ -22,7 +22,7 @@ const MAX_LEAD_PARAMETERS: usize = 16;
 pub async fn voice(State(app): State<AppState>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
     let fields = twiml::parse_form(&body);
     if let Err(denied) = super::auth::check_form(&app, &headers, &uri, &fields) {
-        return denied;
+        return *denied;
     }
     let hook = match twiml::VoiceWebhook::from_pairs(&fields) {
         Ok(hook) => hook,
@@ -82,7 +82,7 @@ fn misconfigured(e: signature::UrlError) -> Response {
 pub async fn stream_status(State(app): State<AppState>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
     let fields = twiml::parse_form(&body);
     if let Err(denied) = super::auth::check_form(&app, &headers, &uri, &fields) {
-        return denied;
+        return *denied;
     }
     let status = match twiml::StreamStatus::from_pairs(&fields) {
         Ok(status) => status,
