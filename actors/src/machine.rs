@@ -669,7 +669,7 @@ impl CallMachine {
 
     fn on_context_unavailable(
         &mut self,
-        _now: Millis,
+        now: Millis,
         name: &'static str,
         status: ContextStatus,
         fx: &mut Vec<Effect>,
@@ -679,7 +679,10 @@ impl CallMachine {
         }
         self.disarm(TimerKind::ContextDeadline);
         if self.context == ContextStatus::Pending {
+            // Stored with the transcript, so the call's record says why it went on as unknown.
+            let line = format!("context: {}", status.label());
             self.context = status;
+            self.push_message(now, Role::System, line, false, fx);
         }
         if self.state == CallState::Greeting && !self.greeting_started {
             self.disarm(TimerKind::GreetingWait);

@@ -527,6 +527,11 @@ fn context_failure_is_visible_and_the_call_proceeds_as_unknown() {
         "greeting starts at once"
     );
     assert_eq!(s.m.context_status().label(), "failed: database unreachable");
+    assert_eq!(
+        persisted(&fx),
+        vec![(Role::System, "context: failed: database unreachable".to_string(), false)],
+        "the call record says why it went on as unknown"
+    );
     s.play_all();
     assert_eq!(s.state(), CallState::AwaitingName);
 }
