@@ -193,7 +193,7 @@ impl ConversationStore for SqlStore {
         sqlx::query(
             "INSERT INTO calls (call_sid, customer_id, phone, to_number, direction, transport, started_at_ms, \
              ended_at_ms, outcome, summary, final_state, restarts, name_source) \
-             VALUES ($1, COALESCE($2, (SELECT id FROM customers WHERE phone_e164 = $3)), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             VALUES ($1, COALESCE((SELECT id FROM customers WHERE id = $2), (SELECT id FROM customers WHERE phone_e164 = $3)), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (call_sid) DO UPDATE SET customer_id = excluded.customer_id, ended_at_ms = excluded.ended_at_ms, \
              outcome = excluded.outcome, summary = excluded.summary, final_state = excluded.final_state, \
              restarts = excluded.restarts, name_source = excluded.name_source",
@@ -214,6 +214,8 @@ impl ConversationStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| db_error("call record", e))?;
+        // A customer erased since the call started (a journal replayed later) is not referenced:
+        // a foreign-key error would make the record, and the journal behind it, fail forever.
         // The customer may have been created during the call (a captured name): the call row
         // found it by phone above, and this touches whichever customer the row points at.
         sqlx::query("UPDATE customers SET updated_at_ms = $1 WHERE id = (SELECT customer_id FROM calls WHERE call_sid = $2)")

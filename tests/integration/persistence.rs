@@ -341,6 +341,7 @@ async fn hundred_calls_through_an_outage<F: std::future::Future<Output = ()>>(
     db: Database,
     journal: &Path,
     prefix: &str,
+    down: Arc<std::sync::atomic::AtomicBool>,
     outage: F,
 ) {
     let (rt, _) = runtime(Some(db.clone()), journal, 500, Duration::from_millis(50)).await;
@@ -349,8 +350,14 @@ async fn hundred_calls_through_an_outage<F: std::future::Future<Output = ()>>(
     for c in 0..CALLS {
         let rt = rt.clone();
         let sid = format!("{prefix}{c:03}");
+        let down = down.clone();
         calls.push(tokio::spawn(async move {
             for seq in 0..LINES {
+                // The second half of every call is spoken while the database is down (the
+                // outage lasts longer than these 1.5 s), however slowly the outage began.
+                while seq == LINES / 4 && !down.load(Ordering::Acquire) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 rt.services.persistence.append(message(
                     &sid,
                     seq,
@@ -428,11 +435,14 @@ async fn sqlite_locked_mid_run_every_message_arrives_afterwards() {
     let db = migrated(&url).await;
     let locker = migrated(&url).await;
     let journal = dir.path().join("journal");
-    hundred_calls_through_an_outage(db, &journal, "CAlock", async move {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = down.clone();
+    hundred_calls_through_an_outage(db, &journal, "CAlock", down, async move {
         // Another connection holds the write lock: every write waits busy_timeout, then fails.
         let mut conn = locker.pool().acquire().await.unwrap();
         sqlx::query("BEGIN EXCLUSIVE").execute(&mut *conn).await.unwrap();
         sqlx::query("INSERT INTO customers (phone_e164, name, status, created_at_ms, updated_at_ms) VALUES ('+15550000001', 'lock', 'lead', 1, 1)").execute(&mut *conn).await.unwrap();
+        flag.store(true, Ordering::Release);
         tokio::time::sleep(outage().max(Duration::from_secs(6))).await;
         sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
     })
@@ -570,11 +580,14 @@ async fn postgres_stopped_mid_run_every_message_arrives_afterwards() {
     db.migrate().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let c = cluster.clone();
-    hundred_calls_through_an_outage(db, &dir.path().join("journal"), "CApg", async move {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = down.clone();
+    hundred_calls_through_an_outage(db, &dir.path().join("journal"), "CApg", down, async move {
         let c2 = c.clone();
         tokio::task::spawn_blocking(move || c2.down())
             .await
             .unwrap();
+        flag.store(true, Ordering::Release);
         tokio::time::sleep(outage()).await;
         tokio::task::spawn_blocking(move || c.up()).await.unwrap();
     })
