@@ -17,8 +17,8 @@ use switchboard_providers::standins::{StandinConfig, Standins, spawn_standins};
 
 use crate::config::{Config, TwilioMode};
 use crate::redis_cache::RedisContextCache;
-use switchboard_actors::cache::SharedContextCache;
 use crate::store::{DbCell, SqlStore};
+use switchboard_actors::cache::SharedContextCache;
 
 /// The running call runtime and what it was built from.
 pub struct CallService {
@@ -46,7 +46,11 @@ pub fn runtime_config(config: &Config) -> RuntimeConfig {
     let prefetch = &config.prefetch;
     // `prefetch.parallel = false` is the old blocking behaviour: the greeting waits for the
     // context, bounded by the prefetch deadline.
-    let greeting_wait_ms = if prefetch.parallel { config.greeting.personalize_within_ms } else { prefetch.timeout_ms };
+    let greeting_wait_ms = if prefetch.parallel {
+        config.greeting.personalize_within_ms
+    } else {
+        prefetch.timeout_ms
+    };
     let machine = MachineConfig {
         greeting: config.twilio.welcome_greeting.trim().to_owned(),
         greeting_wait_ms,
@@ -81,16 +85,28 @@ pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
         url => url.to_owned(),
     };
     let standins = if llm_base.is_empty() || tts_base.is_empty() {
-        let s = spawn_standins(SocketAddr::from(([127, 0, 0, 1], 0)), StandinConfig::default())
-            .await
-            .map_err(CallServiceError::Standins)?;
+        let s = spawn_standins(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            StandinConfig::default(),
+        )
+        .await
+        .map_err(CallServiceError::Standins)?;
         tracing::info!(base_url = %s.base_url(), "no provider URL configured: using the local stand-ins");
         Some(s)
     } else {
         None
     };
-    let standin_url = standins.as_ref().map(Standins::base_url).unwrap_or_default();
-    let or_standin = |url: &str| if url.is_empty() { standin_url.clone() } else { url.to_owned() };
+    let standin_url = standins
+        .as_ref()
+        .map(Standins::base_url)
+        .unwrap_or_default();
+    let or_standin = |url: &str| {
+        if url.is_empty() {
+            standin_url.clone()
+        } else {
+            url.to_owned()
+        }
+    };
     let api_key = Some(config.llm.api_key.expose().to_owned()).filter(|k| !k.is_empty());
     // reqwest is built without a bundled TLS provider; the binary installs ring's, and so does
     // this for embedders (a no-op when one is installed).
@@ -135,14 +151,21 @@ pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
             relay_spoken_by_twilio: relay && !config.twilio.welcome_greeting.trim().is_empty(),
         },
         clock: Arc::new(SystemClock),
-        journal: Some(Arc::new(crate::journal::FileJournal::new(&config.persistence.journal_path))),
+        journal: Some(Arc::new(crate::journal::FileJournal::new(
+            &config.persistence.journal_path,
+        ))),
     };
     let runtime_config = runtime_config(config);
     let shared_cache = shared_context_cache(config, runtime_config.shared_cache_timeout);
     let runtime = Runtime::start_with_shared_cache(runtime_config, ports, shared_cache)
         .await
         .map_err(|e| CallServiceError::Runtime(e.to_string()))?;
-    Ok(CallService { runtime, db, region, standins })
+    Ok(CallService {
+        runtime,
+        db,
+        region,
+        standins,
+    })
 }
 
 /// The Redis tier of the context cache when `cache.redis_url` is set. A URL the client refuses
@@ -168,18 +191,28 @@ fn shared_context_cache(config: &Config, timeout: Duration) -> Option<Arc<dyn Sh
 /// The generic greeting as mu-law 8 kHz audio, ready before the first call: a recorded WAV, or
 /// one synthesis of the greeting text. A broken WAV stops start-up; a failed synthesis only
 /// means each call synthesizes its greeting itself.
-async fn greeting_audio(config: &Config, speech: &dyn SpeechSynth) -> Result<Option<Arc<[u8]>>, CallServiceError> {
+async fn greeting_audio(
+    config: &Config,
+    speech: &dyn SpeechSynth,
+) -> Result<Option<Arc<[u8]>>, CallServiceError> {
     let path = &config.twilio.greeting_wav;
     if !path.as_os_str().is_empty() {
-        let err = |reason: String| CallServiceError::Greeting { path: path.display().to_string(), reason };
+        let err = |reason: String| CallServiceError::Greeting {
+            path: path.display().to_string(),
+            reason,
+        };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let audio = switchboard_twilio::audio::wav_to_mulaw_8k(&bytes).map_err(|e| err(e.to_string()))?;
+        let audio =
+            switchboard_twilio::audio::wav_to_mulaw_8k(&bytes).map_err(|e| err(e.to_string()))?;
         return Ok(Some(Arc::from(audio)));
     }
     if config.twilio.mode == TwilioMode::Relay {
         return Ok(None);
     }
-    match speech.synthesize(config.twilio.welcome_greeting.trim()).await {
+    match speech
+        .synthesize(config.twilio.welcome_greeting.trim())
+        .await
+    {
         Ok(audio) if !audio.is_empty() => Ok(Some(Arc::from(audio))),
         Ok(_) => Ok(None),
         Err(e) => {

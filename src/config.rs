@@ -24,7 +24,12 @@ pub const CONFIG_FILE_ENV: &str = "SWITCHBOARD_CONFIG";
 /// Keys whose values are never shown, not even in error messages.
 const SECRET_KEYS: &[&str] = &["twilio.auth_token", "llm.api_key", "operator.token"];
 /// Keys holding URLs that may carry a password; shown with the password masked.
-const URL_KEYS: &[&str] = &["database.url", "cache.redis_url", "llm.base_url", "tts.base_url"];
+const URL_KEYS: &[&str] = &[
+    "database.url",
+    "cache.redis_url",
+    "llm.base_url",
+    "tts.base_url",
+];
 
 /// Inclusive ranges of the numeric keys.
 const RANGES: &[(&str, i64, i64)] = &[
@@ -612,7 +617,10 @@ impl Layers {
             ));
         }
         if switchboard_actors::phone::parse_region(self.str_of("twilio.default_region")).is_err() {
-            return Err(self.invalid("twilio.default_region", "a two-letter region code such as \"US\""));
+            return Err(self.invalid(
+                "twilio.default_region",
+                "a two-letter region code such as \"US\"",
+            ));
         }
         if !has_scheme(self.str_of("server.public_url"), &["http://", "https://"]) {
             return Err(self.invalid(

@@ -155,10 +155,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/calls/{sid}", get(operator::call_detail))
         .route("/api/v1/calls/{sid}/hangup", post(operator::hangup))
         .route("/api/v1/calls/{sid}/crash", post(operator::crash))
-        .route("/api/v1/customers/cache/invalidate", post(operator::invalidate_context))
-        .route("/api/v1/customers/{id}/conversations", get(crate::history::conversations))
-        .route("/api/v1/customers/{id}", axum::routing::delete(crate::history::delete_customer))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), operator::require_operator));
+        .route(
+            "/api/v1/customers/cache/invalidate",
+            post(operator::invalidate_context),
+        )
+        .route(
+            "/api/v1/customers/{id}/conversations",
+            get(crate::history::conversations),
+        )
+        .route(
+            "/api/v1/customers/{id}",
+            axum::routing::delete(crate::history::delete_customer),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            operator::require_operator,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -173,7 +185,10 @@ pub fn router(state: AppState) -> Router {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         crate::metrics::render(&state),
     )
 }
@@ -240,9 +255,13 @@ impl Server {
             .map_err(|source| ServeError::Bind { addr, source })?;
         let local_addr = listener.local_addr()?;
         if config.twilio.auth_token.is_set() && !config.twilio.validate_signatures {
-            tracing::warn!("twilio.validate_signatures = false: Twilio requests are NOT verified; for local development only");
+            tracing::warn!(
+                "twilio.validate_signatures = false: Twilio requests are NOT verified; for local development only"
+            );
         } else if !config.twilio.auth_token.is_set() {
-            tracing::warn!("twilio.auth_token is not set: Twilio request signatures are NOT verified; for local development only");
+            tracing::warn!(
+                "twilio.auth_token is not set: Twilio request signatures are NOT verified; for local development only"
+            );
         }
         crate::metrics::handle();
         let calls = crate::calls::start(&config).await?;

@@ -23,7 +23,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Constant-time bearer check against `operator.token` (open when no token is configured).
-pub async fn require_operator(State(app): State<AppState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+pub async fn require_operator(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
     let token = &app.config().operator.token;
     if token.is_set() {
         let given = headers
@@ -33,7 +38,10 @@ pub async fn require_operator(State(app): State<AppState>, headers: HeaderMap, r
             .unwrap_or("");
         let ok: bool = given.as_bytes().ct_eq(token.expose().as_bytes()).into();
         if !ok {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong operator token (Authorization: Bearer <operator.token>)");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong operator token (Authorization: Bearer <operator.token>)",
+            );
         }
     }
     next.run(request).await
@@ -45,7 +53,9 @@ pub struct ListQuery {
 }
 
 fn parse_state(s: &str) -> Option<CallState> {
-    CallState::ALL.into_iter().find(|c| c.as_str() == s || c.as_str().replace('_', "-") == s)
+    CallState::ALL
+        .into_iter()
+        .find(|c| c.as_str() == s || c.as_str().replace('_', "-") == s)
 }
 
 fn context_json(status: &ContextStatus, m: &CallMachine) -> Value {
@@ -59,7 +69,10 @@ fn context_json(status: &ContextStatus, m: &CallMachine) -> Value {
 
 fn summary(h: &CallHandle, now: i64) -> Value {
     let m = h.snapshot();
-    let caller = m.call_start().map(|s| s.caller.masked()).unwrap_or_default();
+    let caller = m
+        .call_start()
+        .map(|s| s.caller.masked())
+        .unwrap_or_default();
     json!({
         "call_sid": h.sid.0,
         "caller": caller,
@@ -82,7 +95,13 @@ pub async fn list_calls(State(app): State<AppState>, Query(q): Query<ListQuery>)
             Some(state) => Some(state),
             None => {
                 let allowed: Vec<_> = CallState::ALL.iter().map(|s| s.as_str()).collect();
-                return error(StatusCode::BAD_REQUEST, format!("query parameter `state` must be one of {}, got {s:?}", allowed.join(", ")));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "query parameter `state` must be one of {}, got {s:?}",
+                        allowed.join(", ")
+                    ),
+                );
             }
         },
     };
@@ -110,13 +129,24 @@ pub async fn call_detail(State(app): State<AppState>, Path(sid): Path<String>) -
         v["context"] = context_json(m.context_status(), &m);
         v["history"] = json!(m.transitions().iter().map(|t| json!({"from": t.from.as_str(), "to": t.to.as_str(), "event": t.event, "at_ms": t.at_ms})).collect::<Vec<_>>());
         v["transcript"] = json!(m.conversation().iter().map(|c| json!({"seq": c.seq, "role": c.role.as_str(), "text": c.text, "interrupted": c.interrupted, "at_ms": c.at_ms})).collect::<Vec<_>>());
-        v["stream_events"] = json!(h.stream_events().iter().map(|(e, err)| json!({"event": e, "error": err})).collect::<Vec<_>>());
+        v["stream_events"] = json!(
+            h.stream_events()
+                .iter()
+                .map(|(e, err)| json!({"event": e, "error": err}))
+                .collect::<Vec<_>>()
+        );
         return Json(v).into_response();
     }
     match stored_call(&app, &sid).await {
         Ok(Some(v)) => Json(v).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no call with sid {}", sid.0)),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("call {} is not live and the database is unavailable: {e}", sid.0)),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "call {} is not live and the database is unavailable: {e}",
+                sid.0
+            ),
+        ),
     }
 }
 
@@ -158,10 +188,25 @@ async fn stored_call(app: &AppState, sid: &CallSid) -> Result<Option<Value>, Str
     };
     let mut v = json!({ "call_sid": sid.0, "live": false });
     if let Some(r) = &row {
-        for c in ["customer_id", "direction", "transport", "started_at_ms", "ended_at_ms", "outcome", "summary", "final_state", "restarts", "name_source"] {
+        for c in [
+            "customer_id",
+            "direction",
+            "transport",
+            "started_at_ms",
+            "ended_at_ms",
+            "outcome",
+            "summary",
+            "final_state",
+            "restarts",
+            "name_source",
+        ] {
             v[c] = get(r, c);
         }
-        v["caller"] = json!(r.try_get::<String, _>("phone").map(|p| mask_phone(&p)).unwrap_or_default());
+        v["caller"] = json!(
+            r.try_get::<String, _>("phone")
+                .map(|p| mask_phone(&p))
+                .unwrap_or_default()
+        );
         v["state"] = v["final_state"].clone();
     }
     v["history"] = json!(history.iter().map(|r| json!({"from": get(r, "from_state"), "to": get(r, "to_state"), "event": get(r, "event"), "at_ms": get(r, "at_ms")})).collect::<Vec<_>>());
@@ -180,23 +225,40 @@ pub async fn hangup(State(app): State<AppState>, Path(sid): Path<String>) -> Res
     let sid = CallSid(sid);
     match app.runtime().calls.get(&sid) {
         Some(h) => match h.send(Event::OperatorHangup) {
-            Ok(()) => (StatusCode::ACCEPTED, Json(json!({"call_sid": sid.0, "status": "finalizing"}))).into_response(),
+            Ok(()) => (
+                StatusCode::ACCEPTED,
+                Json(json!({"call_sid": sid.0, "status": "finalizing"})),
+            )
+                .into_response(),
             Err(e) => error(StatusCode::CONFLICT, e.to_string()),
         },
-        None => error(StatusCode::NOT_FOUND, format!("no live call with sid {}", sid.0)),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no live call with sid {}", sid.0),
+        ),
     }
 }
 
 /// `POST /api/v1/calls/{sid}/crash`: chaos only — the call's actor panics; the supervisor restarts it.
 pub async fn crash(State(app): State<AppState>, Path(sid): Path<String>) -> Response {
     if !app.config().chaos.enabled {
-        return error(StatusCode::FORBIDDEN, "chaos is disabled; set chaos.enabled = true to crash calls on purpose");
+        return error(
+            StatusCode::FORBIDDEN,
+            "chaos is disabled; set chaos.enabled = true to crash calls on purpose",
+        );
     }
     let sid = CallSid(sid);
     if app.runtime().crash_call(&sid).await {
-        (StatusCode::ACCEPTED, Json(json!({"call_sid": sid.0, "status": "crashing"}))).into_response()
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"call_sid": sid.0, "status": "crashing"})),
+        )
+            .into_response()
     } else {
-        error(StatusCode::NOT_FOUND, format!("no live call with sid {}", sid.0))
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no live call with sid {}", sid.0),
+        )
     }
 }
 
@@ -210,11 +272,18 @@ pub struct InvalidateContextQuery {
 /// database. For whoever changes CRM data behind Switchboard's back (tasks, facts, the customer).
 /// The number may be written any way a caller id can be (`+1 415 555 0101`, national with the
 /// configured region); a `+` in a query string must be sent as `%2B`.
-pub async fn invalidate_context(State(app): State<AppState>, Query(q): Query<InvalidateContextQuery>) -> Response {
+pub async fn invalidate_context(
+    State(app): State<AppState>,
+    Query(q): Query<InvalidateContextQuery>,
+) -> Response {
     let caller = switchboard_actors::phone::caller_from_raw(q.phone.trim(), app.phone_region());
     let Some(phone) = caller.e164 else {
         return error(StatusCode::BAD_REQUEST, "phone is not a phone number");
     };
     app.runtime().invalidate_context(&phone).await;
-    (StatusCode::OK, Json(json!({"phone": mask_phone(&phone), "invalidated": true}))).into_response()
+    (
+        StatusCode::OK,
+        Json(json!({"phone": mask_phone(&phone), "invalidated": true})),
+    )
+        .into_response()
 }

@@ -7,7 +7,9 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use sqlx::Row;
-use switchboard_actors::ports::{ConversationStore, CrmStore, CustomerRow, NameStore, PersistRecord, PortError};
+use switchboard_actors::ports::{
+    ConversationStore, CrmStore, CustomerRow, NameStore, PersistRecord, PortError,
+};
 use switchboard_actors::{CallRecord, LastCall, TaskSummary};
 
 use crate::storage::{Database, now_ms};
@@ -21,25 +23,37 @@ pub struct DbCell(Arc<RwLock<Option<Database>>>);
 
 impl DbCell {
     pub fn set(&self, db: Database) {
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(db);
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(db);
     }
 
     pub fn get(&self) -> Option<Database> {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn db(&self) -> Result<Database, PortError> {
-        self.get().ok_or_else(|| PortError::unavailable("database not connected yet"))
+        self.get()
+            .ok_or_else(|| PortError::unavailable("database not connected yet"))
     }
 }
 
 fn db_error(what: &str, e: sqlx::Error) -> PortError {
     match e {
-        sqlx::Error::PoolTimedOut => PortError::timeout(format!("{what}: no database connection available in time")),
-        sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
-            PortError::unavailable(format!("{what}: {e}"))
+        sqlx::Error::PoolTimedOut => {
+            PortError::timeout(format!("{what}: no database connection available in time"))
         }
-        sqlx::Error::Database(db) if db.message().contains("locked") || db.message().contains("busy") => {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => PortError::unavailable(format!("{what}: {e}")),
+        sqlx::Error::Database(db)
+            if db.message().contains("locked") || db.message().contains("busy") =>
+        {
             PortError::unavailable(format!("{what}: {db}"))
         }
         other => PortError::unavailable(format!("{what}: {other}")),
@@ -66,17 +80,26 @@ impl SqlStore {
 impl CrmStore for SqlStore {
     async fn customer_by_phone(&self, phone: &str) -> Result<Option<CustomerRow>, PortError> {
         let db = self.db.db()?;
-        let row = sqlx::query("SELECT id, name, phone_e164, status FROM customers WHERE phone_e164 = $1")
-            .bind(phone)
-            .fetch_optional(db.pool())
-            .await
-            .map_err(|e| db_error("customer lookup", e))?;
+        let row =
+            sqlx::query("SELECT id, name, phone_e164, status FROM customers WHERE phone_e164 = $1")
+                .bind(phone)
+                .fetch_optional(db.pool())
+                .await
+                .map_err(|e| db_error("customer lookup", e))?;
         row.map(|r| {
             Ok(CustomerRow {
-                id: r.try_get("id").map_err(|e| db_error("customer lookup", e))?,
-                name: r.try_get("name").map_err(|e| db_error("customer lookup", e))?,
-                phone_e164: r.try_get("phone_e164").map_err(|e| db_error("customer lookup", e))?,
-                status: r.try_get("status").map_err(|e| db_error("customer lookup", e))?,
+                id: r
+                    .try_get("id")
+                    .map_err(|e| db_error("customer lookup", e))?,
+                name: r
+                    .try_get("name")
+                    .map_err(|e| db_error("customer lookup", e))?,
+                phone_e164: r
+                    .try_get("phone_e164")
+                    .map_err(|e| db_error("customer lookup", e))?,
+                status: r
+                    .try_get("status")
+                    .map_err(|e| db_error("customer lookup", e))?,
             })
         })
         .transpose()
@@ -103,7 +126,9 @@ impl CrmStore for SqlStore {
         .await
         .map_err(|e| db_error("last call", e))?;
         row.map(|r| {
-            let started: i64 = r.try_get("started_at_ms").map_err(|e| db_error("last call", e))?;
+            let started: i64 = r
+                .try_get("started_at_ms")
+                .map_err(|e| db_error("last call", e))?;
             Ok(LastCall {
                 summary: r.try_get("summary").map_err(|e| db_error("last call", e))?,
                 outcome: r.try_get("outcome").map_err(|e| db_error("last call", e))?,
@@ -113,7 +138,11 @@ impl CrmStore for SqlStore {
         .transpose()
     }
 
-    async fn pending_tasks(&self, customer_id: i64, limit: u32) -> Result<Vec<TaskSummary>, PortError> {
+    async fn pending_tasks(
+        &self,
+        customer_id: i64,
+        limit: u32,
+    ) -> Result<Vec<TaskSummary>, PortError> {
         let db = self.db.db()?;
         // Undated tasks sort after dated ones on both backends.
         let rows = sqlx::query(
@@ -127,17 +156,28 @@ impl CrmStore for SqlStore {
         .map_err(|e| db_error("pending tasks", e))?;
         rows.into_iter()
             .map(|r| {
-                let priority: i32 = r.try_get("priority").map_err(|e| db_error("pending tasks", e))?;
+                let priority: i32 = r
+                    .try_get("priority")
+                    .map_err(|e| db_error("pending tasks", e))?;
                 Ok(TaskSummary {
-                    title: r.try_get("title").map_err(|e| db_error("pending tasks", e))?,
-                    due_at_ms: to_ms(r.try_get("due_at_ms").map_err(|e| db_error("pending tasks", e))?),
+                    title: r
+                        .try_get("title")
+                        .map_err(|e| db_error("pending tasks", e))?,
+                    due_at_ms: to_ms(
+                        r.try_get("due_at_ms")
+                            .map_err(|e| db_error("pending tasks", e))?,
+                    ),
                     priority,
                 })
             })
             .collect()
     }
 
-    async fn recent_summaries(&self, customer_id: i64, limit: u32) -> Result<Vec<String>, PortError> {
+    async fn recent_summaries(
+        &self,
+        customer_id: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, PortError> {
         let db = self.db.db()?;
         sqlx::query_scalar(
             "SELECT summary FROM calls WHERE customer_id = $1 AND summary IS NOT NULL \
@@ -160,36 +200,75 @@ impl ConversationStore for SqlStore {
         for row in batch {
             match row {
                 PersistRecord::Message { call_sid, message } => messages.push((call_sid, message)),
-                PersistRecord::Transition { call_sid, transition } => events.push((call_sid, transition)),
+                PersistRecord::Transition {
+                    call_sid,
+                    transition,
+                } => events.push((call_sid, transition)),
             }
         }
         // Placeholders by hand: sqlx's `QueryBuilder<Any>` writes `?`, which PostgreSQL rejects;
         // SQLite gets `?` (binding thousands of `$N` names is quadratic there), PostgreSQL `$N`.
         let sqlite = db.backend() == crate::storage::Backend::Sqlite;
-        let mut tx = db.pool().begin().await.map_err(|e| db_error("conversation write", e))?;
+        let mut tx = db
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| db_error("conversation write", e))?;
         for chunk in messages.chunks(ROWS_PER_INSERT) {
-            let sql = multi_row_insert("INSERT INTO messages (call_sid, seq, role, text, interrupted, created_at_ms) VALUES ", chunk.len(), 6, sqlite);
+            let sql = multi_row_insert(
+                "INSERT INTO messages (call_sid, seq, role, text, interrupted, created_at_ms) VALUES ",
+                chunk.len(),
+                6,
+                sqlite,
+            );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (sid, m) in chunk {
-                q = q.bind(sid.0.clone()).bind(m.seq as i64).bind(m.role.as_str()).bind(m.text.clone()).bind(i32::from(m.interrupted)).bind(m.at_ms as i64);
+                q = q
+                    .bind(sid.0.clone())
+                    .bind(m.seq as i64)
+                    .bind(m.role.as_str())
+                    .bind(m.text.clone())
+                    .bind(i32::from(m.interrupted))
+                    .bind(m.at_ms as i64);
             }
-            q.execute(&mut *tx).await.map_err(|e| db_error("message write", e))?;
+            q.execute(&mut *tx)
+                .await
+                .map_err(|e| db_error("message write", e))?;
         }
         for chunk in events.chunks(ROWS_PER_INSERT) {
-            let sql = multi_row_insert("INSERT INTO call_events (call_sid, seq, from_state, to_state, event, at_ms) VALUES ", chunk.len(), 6, sqlite);
+            let sql = multi_row_insert(
+                "INSERT INTO call_events (call_sid, seq, from_state, to_state, event, at_ms) VALUES ",
+                chunk.len(),
+                6,
+                sqlite,
+            );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (sid, t) in chunk {
-                q = q.bind(sid.0.clone()).bind(t.seq as i64).bind(t.from.as_str()).bind(t.to.as_str()).bind(t.event.clone()).bind(t.at_ms as i64);
+                q = q
+                    .bind(sid.0.clone())
+                    .bind(t.seq as i64)
+                    .bind(t.from.as_str())
+                    .bind(t.to.as_str())
+                    .bind(t.event.clone())
+                    .bind(t.at_ms as i64);
             }
-            q.execute(&mut *tx).await.map_err(|e| db_error("state event write", e))?;
+            q.execute(&mut *tx)
+                .await
+                .map_err(|e| db_error("state event write", e))?;
         }
-        tx.commit().await.map_err(|e| db_error("conversation write", e))
+        tx.commit()
+            .await
+            .map_err(|e| db_error("conversation write", e))
     }
 
     async fn write_call_record(&self, r: &CallRecord) -> Result<(), PortError> {
         let db = self.db.db()?;
         let summary = r.summary.clone().unwrap_or_else(|| fallback_summary(r));
-        let mut tx = db.pool().begin().await.map_err(|e| db_error("call record", e))?;
+        let mut tx = db
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| db_error("call record", e))?;
         sqlx::query(
             "INSERT INTO calls (call_sid, customer_id, phone, to_number, direction, transport, started_at_ms, \
              ended_at_ms, outcome, summary, final_state, restarts, name_source) \

@@ -205,7 +205,10 @@ impl CallHandle {
     }
 
     pub fn stream_events(&self) -> Vec<(String, Option<String>)> {
-        self.stream_events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.stream_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn is_ended(&self) -> bool {

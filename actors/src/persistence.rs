@@ -275,8 +275,15 @@ async fn replay(st: &PersistenceArgs) -> Result<(), String> {
     let entries = match journal.load().await {
         Ok(entries) => entries,
         Err(e) => {
-            journal_error(st, "cannot read the persistence journal; it will be replayed on the next start", &e.to_string());
-            st.pending.lock().unwrap_or_else(|e| e.into_inner()).journal_dirty = false;
+            journal_error(
+                st,
+                "cannot read the persistence journal; it will be replayed on the next start",
+                &e.to_string(),
+            );
+            st.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .journal_dirty = false;
             return Ok(());
         }
     };
@@ -306,10 +313,17 @@ async fn replay(st: &PersistenceArgs) -> Result<(), String> {
         }
         if let Err(e) = journal.clear().await {
             // Everything is in the store; replaying it again later is harmless (idempotent).
-            journal_error(st, "cannot clear the persistence journal after replaying it", &e.to_string());
+            journal_error(
+                st,
+                "cannot clear the persistence journal after replaying it",
+                &e.to_string(),
+            );
         }
         st.stats.replayed.fetch_add(total as u64, Ordering::Relaxed);
-        tracing::info!(entries = total, "persistence journal replayed into the database");
+        tracing::info!(
+            entries = total,
+            "persistence journal replayed into the database"
+        );
     }
     let mut p = st.pending.lock().unwrap_or_else(|e| e.into_inner());
     p.journal_dirty = false;

@@ -318,11 +318,9 @@ impl Runtime {
     /// Write everything pending now (first waiting, a little longer than the summary deadline,
     /// for call records still being summarized); returns the rows and records still unwritten.
     pub async fn flush(&self) -> usize {
-        let patience = tokio::time::Instant::now()
-            + self.services.summary_deadline
-            + Duration::from_secs(1);
-        while self.services.persistence.summarizing() > 0
-            && tokio::time::Instant::now() < patience
+        let patience =
+            tokio::time::Instant::now() + self.services.summary_deadline + Duration::from_secs(1);
+        while self.services.persistence.summarizing() > 0 && tokio::time::Instant::now() < patience
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -244,7 +244,9 @@ impl MemoryJournal {
 impl SpillJournal for MemoryJournal {
     async fn append(&self, entries: &[JournalEntry]) -> Result<(), PortError> {
         if self.full.load(Ordering::Acquire) {
-            return Err(PortError::unavailable("No space left on device (os error 28)"));
+            return Err(PortError::unavailable(
+                "No space left on device (os error 28)",
+            ));
         }
         self.appends.fetch_add(1, Ordering::Relaxed);
         self.entries
@@ -254,10 +256,17 @@ impl SpillJournal for MemoryJournal {
         Ok(())
     }
     async fn load(&self) -> Result<Vec<JournalEntry>, PortError> {
-        Ok(self.entries.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        Ok(self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
     }
     async fn clear(&self) -> Result<(), PortError> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         Ok(())
     }
 }
@@ -372,7 +381,10 @@ impl MemoryPorts {
             names: self.names.clone(),
             llm: self.llm.clone(),
             speech: Arc::new(SilenceSpeech),
-            greeting: crate::handle::GreetingSource { audio: Some(Arc::from(vec![0xFFu8; 1600])), relay_spoken_by_twilio: false },
+            greeting: crate::handle::GreetingSource {
+                audio: Some(Arc::from(vec![0xFFu8; 1600])),
+                relay_spoken_by_twilio: false,
+            },
             clock: Arc::new(SystemClock),
             journal: None,
         }

@@ -513,7 +513,10 @@ async fn a_client_that_never_reads_gets_its_call_ended_instead_of_growing_memory
     // A writer that never drains: room for two frames only.
     let (tx, _never_read) = mpsc::channel(2);
     let sid = CallSid("CAstuck".into());
-    let h = rt.start_call(start("CAstuck", ANA), tx).await.expect("call");
+    let h = rt
+        .start_call(start("CAstuck", ANA), tx)
+        .await
+        .expect("call");
     // The greeting's audio and mark fill the queue (nobody plays them, so no mark comes back).
     wait_for("the greeting to be queued", || {
         *h.snapshot().context_status() != ContextStatus::Pending
@@ -534,5 +537,8 @@ async fn a_client_that_never_reads_gets_its_call_ended_instead_of_growing_memory
         mem.conversations.record(&sid).unwrap().outcome,
         "technical failure"
     );
-    wait_for("the call to leave the registry", || rt.calls.get(&sid).is_none()).await;
+    wait_for("the call to leave the registry", || {
+        rt.calls.get(&sid).is_none()
+    })
+    .await;
 }

@@ -23,7 +23,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "switchboard-loadtest", about = "Simulated Twilio calls against a running Switchboard server")]
+#[command(
+    name = "switchboard-loadtest",
+    about = "Simulated Twilio calls against a running Switchboard server"
+)]
 struct Args {
     /// Base URL of the server (http://host:port).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -79,7 +82,9 @@ async fn main() {
     let shared = Arc::new(Shared {
         args: args.clone(),
         totals: Totals::default(),
-        first_audio: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")),
+        first_audio: Mutex::new(
+            Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+        ),
         failures: Mutex::new(Vec::new()),
     });
     let cpu_before = args.server_pid.and_then(proc_cpu_ticks);
@@ -140,9 +145,15 @@ async fn main() {
         "server_rss_kb_per_call": if args.calls > 0 { peak_rss_kb / args.calls as u64 } else { 0 },
         "failures": *shared.failures.lock().await,
     });
-    println!("\n{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    println!(
+        "\n{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
     if let Some(path) = &args.report {
-        let _ = std::fs::write(path, serde_json::to_string_pretty(&report).unwrap_or_default());
+        let _ = std::fs::write(
+            path,
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
+        );
     }
     if t.failed.load(Ordering::Relaxed) > 0 {
         std::process::exit(1);
@@ -172,13 +183,30 @@ async fn call(shared: Arc<Shared>, sid: &str, i: usize) -> Result<(), String> {
     let public = a.public_url.clone().unwrap_or_else(|| base.to_owned());
     let from = format!("+1{}{}", a.area_code, 5_550_000 + i % 4_000_000);
     // 1. The voice webhook (signed), as Twilio calls it when the call arrives.
-    let fields = [("CallSid", sid), ("AccountSid", "AC0000"), ("From", from.as_str()), ("To", "+15557654321"), ("CallStatus", "ringing"), ("Direction", "inbound")];
-    let body: String = fields.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
+    let fields = [
+        ("CallSid", sid),
+        ("AccountSid", "AC0000"),
+        ("From", from.as_str()),
+        ("To", "+15557654321"),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+    ];
+    let body: String = fields
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
     let client = reqwest::Client::new();
-    let mut req = client.post(format!("{base}/twilio/voice")).header("content-type", "application/x-www-form-urlencoded").body(body);
+    let mut req = client
+        .post(format!("{base}/twilio/voice"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
     if !a.auth_token.is_empty() {
         let url = format!("{}/twilio/voice", public.trim_end_matches('/'));
-        req = req.header("X-Twilio-Signature", signature::compute(&a.auth_token, &url, &fields));
+        req = req.header(
+            "X-Twilio-Signature",
+            signature::compute(&a.auth_token, &url, &fields),
+        );
     }
     let resp = req.send().await.map_err(|e| format!("webhook: {e}"))?;
     if !resp.status().is_success() {
@@ -188,15 +216,25 @@ async fn call(shared: Arc<Shared>, sid: &str, i: usize) -> Result<(), String> {
     let ws_url = format!("{}/twilio/media", base.replacen("http", "ws", 1));
     let mut request = ws_url.into_client_request().map_err(|e| e.to_string())?;
     if !a.auth_token.is_empty() {
-        let signed = signature::websocket_url(&public, "/twilio/media").map_err(|e| e.to_string())?;
+        let signed =
+            signature::websocket_url(&public, "/twilio/media").map_err(|e| e.to_string())?;
         let sig = signature::compute(&a.auth_token, &signed, &[] as &[(&str, &str)]);
-        request.headers_mut().insert("x-twilio-signature", sig.parse().map_err(|_| "signature header")?);
+        request.headers_mut().insert(
+            "x-twilio-signature",
+            sig.parse().map_err(|_| "signature header")?,
+        );
     }
-    let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| format!("connect: {e}"))?;
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let (mut tx, mut rx) = ws.split();
     let stream_sid = format!("MZ{}", &sid[2..]);
     let send = |m: String| Message::Text(m.into());
-    tx.send(send(json!({"event":"connected","protocol":"Call","version":"1.0.0"}).to_string())).await.map_err(|e| e.to_string())?;
+    tx.send(send(
+        json!({"event":"connected","protocol":"Call","version":"1.0.0"}).to_string(),
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
     let mut params = BTreeMap::new();
     params.insert("CallSid".to_string(), sid.to_string());
     params.insert("From".to_string(), from.clone());
@@ -208,10 +246,16 @@ async fn call(shared: Arc<Shared>, sid: &str, i: usize) -> Result<(), String> {
         call_sid: sid.into(),
         tracks: vec!["inbound".into()],
         custom_parameters: params,
-        media_format: MediaFormat { encoding: "audio/x-mulaw".into(), sample_rate: 8000, channels: 1 },
+        media_format: MediaFormat {
+            encoding: "audio/x-mulaw".into(),
+            sample_rate: 8000,
+            channels: 1,
+        },
     });
     let started = Instant::now();
-    tx.send(send(start.to_json())).await.map_err(|e| e.to_string())?;
+    tx.send(send(start.to_json()))
+        .await
+        .map_err(|e| e.to_string())?;
     let tx = Arc::new(Mutex::new(tx));
     // 3. Twilio's playback: marks echo when the audio queued before them has played.
     let reader = {
@@ -239,7 +283,8 @@ async fn call(shared: Arc<Shared>, sid: &str, i: usize) -> Result<(), String> {
                         }
                         shared.totals.media_received.fetch_add(1, Ordering::Relaxed);
                         let now = Instant::now();
-                        play_until = play_until.max(now) + Duration::from_micros(payload.len() as u64 * 125);
+                        play_until =
+                            play_until.max(now) + Duration::from_micros(payload.len() as u64 * 125);
                     }
                     Ok(OutboundFrame::Mark { name, .. }) => {
                         let at = play_until;
@@ -248,7 +293,12 @@ async fn call(shared: Arc<Shared>, sid: &str, i: usize) -> Result<(), String> {
                         shared.totals.marks_echoed.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(async move {
                             tokio::time::sleep_until(at).await;
-                            let echo = InboundFrame::Mark { sequence_number: 0, stream_sid, name }.to_json();
+                            let echo = InboundFrame::Mark {
+                                sequence_number: 0,
+                                stream_sid,
+                                name,
+                            }
+                            .to_json();
                             let _ = tx.lock().await.send(Message::Text(echo.into())).await;
                         });
                     }
@@ -280,12 +330,25 @@ async fn call(shared: Arc<Shared>, sid: &str, i: usize) -> Result<(), String> {
             timestamp_ms: n * 20,
             payload: silence.clone(),
         });
-        tx.lock().await.send(send(frame.to_json())).await.map_err(|e| format!("send media: {e}"))?;
+        tx.lock()
+            .await
+            .send(send(frame.to_json()))
+            .await
+            .map_err(|e| format!("send media: {e}"))?;
         shared.totals.frames_sent.fetch_add(1, Ordering::Relaxed);
     }
     // 5. Hang up: `stop`, then the server finalizes and closes the socket.
-    let stop = InboundFrame::Stop { sequence_number: frames + 2, stream_sid: stream_sid.clone(), account_sid: "AC0000".into(), call_sid: sid.into() };
-    tx.lock().await.send(send(stop.to_json())).await.map_err(|e| format!("send stop: {e}"))?;
+    let stop = InboundFrame::Stop {
+        sequence_number: frames + 2,
+        stream_sid: stream_sid.clone(),
+        account_sid: "AC0000".into(),
+        call_sid: sid.into(),
+    };
+    tx.lock()
+        .await
+        .send(send(stop.to_json()))
+        .await
+        .map_err(|e| format!("send stop: {e}"))?;
     match tokio::time::timeout(Duration::from_secs(15), reader).await {
         Ok(Ok(Ok(true))) => Ok(()),
         Ok(Ok(Ok(false))) => Err("socket ended without a close from the server".into()),
@@ -295,14 +358,18 @@ async fn call(shared: Arc<Shared>, sid: &str, i: usize) -> Result<(), String> {
     }
 }
 
-async fn reader_boxed(f: impl std::future::Future<Output = Result<bool, String>>) -> Result<bool, String> {
+async fn reader_boxed(
+    f: impl std::future::Future<Output = Result<bool, String>>,
+) -> Result<bool, String> {
     f.await
 }
 
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -310,7 +377,12 @@ fn urlencode(s: &str) -> String {
 
 /// Server-side p99 time to first audio (ms) from its /metrics summary.
 async fn server_first_audio_p99(base: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", base.trim_end_matches('/'))).await.ok()?.text().await.ok()?;
+    let text = reqwest::get(format!("{}/metrics", base.trim_end_matches('/')))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
     text.lines()
         .find(|l| l.starts_with("switchboard_time_to_first_audio_seconds{quantile=\"0.99\"}"))
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -327,5 +399,11 @@ fn proc_cpu_ticks(pid: u32) -> Option<u64> {
 
 fn proc_rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }

@@ -28,18 +28,32 @@ fn target(uri: &Uri) -> &str {
 }
 
 fn forbidden(reason: &str, what: &str) -> Denied {
-    tracing::warn!(reason, request = what, "rejected Twilio request: bad signature");
-    metrics::counter!("switchboard_rejected_requests_total", "reason" => "bad_signature").increment(1);
+    tracing::warn!(
+        reason,
+        request = what,
+        "rejected Twilio request: bad signature"
+    );
+    metrics::counter!("switchboard_rejected_requests_total", "reason" => "bad_signature")
+        .increment(1);
     Box::new((StatusCode::FORBIDDEN, format!("forbidden: {reason}\n")).into_response())
 }
 
 /// `Ok` when signatures are off, or when the request carries a valid signature.
-fn check(app: &AppState, headers: &HeaderMap, url: Result<String, signature::UrlError>, params: &[(String, String)], what: &str) -> Result<(), Denied> {
+fn check(
+    app: &AppState,
+    headers: &HeaderMap,
+    url: Result<String, signature::UrlError>,
+    params: &[(String, String)],
+    what: &str,
+) -> Result<(), Denied> {
     let twilio = &app.config().twilio;
     if !twilio.validate_signatures || !twilio.auth_token.is_set() {
         return Ok(());
     }
-    let Some(sig) = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()) else {
+    let Some(sig) = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+    else {
         return Err(forbidden("missing X-Twilio-Signature header", what));
     };
     let url = url.map_err(|e| forbidden(&format!("cannot rebuild the signed URL: {e}"), what))?;
@@ -51,7 +65,12 @@ fn check(app: &AppState, headers: &HeaderMap, url: Result<String, signature::Url
 }
 
 /// A form-encoded webhook (`/twilio/voice`, `/twilio/stream-status`).
-pub fn check_form(app: &AppState, headers: &HeaderMap, uri: &Uri, params: &[(String, String)]) -> Result<(), Denied> {
+pub fn check_form(
+    app: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    params: &[(String, String)],
+) -> Result<(), Denied> {
     let public = &app.config().server.public_url;
     let url = http_url(public, host(headers), target(uri));
     check(app, headers, url, params, uri.path())

@@ -27,7 +27,12 @@ use crate::http::AppState;
 
 const T: &str = "media";
 
-pub async fn media_ws(State(app): State<AppState>, headers: HeaderMap, uri: Uri, upgrade: IncomingUpgrade) -> Response {
+pub async fn media_ws(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    upgrade: IncomingUpgrade,
+) -> Response {
     if let Err(denied) = super::auth::check_upgrade(&app, &headers, &uri) {
         return *denied;
     }
@@ -46,7 +51,13 @@ async fn session(app: AppState, fut: UpgradeFut) {
     let (out_tx, out_rx) = mpsc::channel(socket::OUTBOUND_QUEUE);
     let stream_sid: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
     let started_at: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
-    let writer = tokio::spawn(writer(write, out_rx, control_rx, stream_sid.clone(), started_at.clone()));
+    let writer = tokio::spawn(writer(
+        write,
+        out_rx,
+        control_rx,
+        stream_sid.clone(),
+        started_at.clone(),
+    ));
     let mut call: Option<Arc<CallHandle>> = None;
     let mut vad = Vad::default();
     let mut stopped = false;
@@ -77,8 +88,16 @@ async fn session(app: AppState, fut: UpgradeFut) {
                 let _ = started_at.set(Instant::now());
                 let _ = stream_sid.set(start.stream_sid.clone());
                 let region = app.phone_region();
-                let from = start.custom_parameters.get("From").cloned().unwrap_or_default();
-                let direction = start.custom_parameters.get("Direction").cloned().unwrap_or_else(|| "inbound".into());
+                let from = start
+                    .custom_parameters
+                    .get("From")
+                    .cloned()
+                    .unwrap_or_default();
+                let direction = start
+                    .custom_parameters
+                    .get("Direction")
+                    .cloned()
+                    .unwrap_or_else(|| "inbound".into());
                 let call_start = CallStart {
                     call_sid: CallSid(start.call_sid.clone()),
                     stream_sid: Some(start.stream_sid.clone()),
@@ -93,7 +112,9 @@ async fn session(app: AppState, fut: UpgradeFut) {
                     Err(e) => {
                         reject(T, "call_not_started");
                         tracing::warn!(call_sid = %start.call_sid, error = %e, "call not started");
-                        let _ = out_tx.try_send(Outbound::Close { reason: e.to_string() });
+                        let _ = out_tx.try_send(Outbound::Close {
+                            reason: e.to_string(),
+                        });
                     }
                 }
             }
@@ -175,7 +196,8 @@ async fn writer(
                         // Server-side time to first greeting audio: `start` parsed → first
                         // media frame handed to the socket.
                         if let Some(t0) = started_at.get() {
-                            metrics::histogram!("switchboard_time_to_first_audio_seconds").record(t0.elapsed().as_secs_f64());
+                            metrics::histogram!("switchboard_time_to_first_audio_seconds")
+                                .record(t0.elapsed().as_secs_f64());
                         }
                     }
                 }

@@ -21,7 +21,12 @@ use crate::http::AppState;
 
 const T: &str = "relay";
 
-pub async fn relay_ws(State(app): State<AppState>, headers: HeaderMap, uri: Uri, upgrade: IncomingUpgrade) -> Response {
+pub async fn relay_ws(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    upgrade: IncomingUpgrade,
+) -> Response {
     if let Err(denied) = super::auth::check_upgrade(&app, &headers, &uri) {
         return *denied;
     }
@@ -78,16 +83,26 @@ async fn session(app: AppState, fut: UpgradeFut) {
                     Err(e) => {
                         reject(T, "call_not_started");
                         tracing::warn!(call_sid = %setup.call_sid, error = %e, "call not started");
-                        let _ = out_tx.try_send(Outbound::Close { reason: e.to_string() });
+                        let _ = out_tx.try_send(Outbound::Close {
+                            reason: e.to_string(),
+                        });
                     }
                 }
                 continue;
             }
-            RelayInbound::Prompt { voice_prompt, last, .. } => Event::CallerUtterance { text: voice_prompt, is_final: last },
+            RelayInbound::Prompt {
+                voice_prompt, last, ..
+            } => Event::CallerUtterance {
+                text: voice_prompt,
+                is_final: last,
+            },
             RelayInbound::Dtmf { digit } => Event::Dtmf { digit },
-            RelayInbound::Interrupt { utterance_until_interrupt, .. } => {
-                Event::AgentInterrupted { heard: Some(utterance_until_interrupt) }
-            }
+            RelayInbound::Interrupt {
+                utterance_until_interrupt,
+                ..
+            } => Event::AgentInterrupted {
+                heard: Some(utterance_until_interrupt),
+            },
             RelayInbound::Error { description } => {
                 tracing::warn!(%description, "ConversationRelay reported an error");
                 metrics::counter!("switchboard_relay_errors_total").increment(1);
@@ -109,7 +124,11 @@ async fn session(app: AppState, fut: UpgradeFut) {
     let _ = writer.await;
 }
 
-async fn writer(mut ws: WsWrite, mut out: mpsc::Receiver<Outbound>, mut control: mpsc::Receiver<fastwebsockets::Frame<'static>>) {
+async fn writer(
+    mut ws: WsWrite,
+    mut out: mpsc::Receiver<Outbound>,
+    mut control: mpsc::Receiver<fastwebsockets::Frame<'static>>,
+) {
     loop {
         let msg = tokio::select! {
             biased;
@@ -123,11 +142,21 @@ async fn writer(mut ws: WsWrite, mut out: mpsc::Receiver<Outbound>, mut control:
         };
         let Some(msg) = msg else { return };
         let json = match msg {
-            Outbound::Text { token, last } => {
-                RelayOutbound::Text { token, last, lang: None, interruptible: None, preemptible: None }.to_json()
+            Outbound::Text { token, last } => RelayOutbound::Text {
+                token,
+                last,
+                lang: None,
+                interruptible: None,
+                preemptible: None,
             }
+            .to_json(),
             Outbound::Close { reason } => {
-                let end = RelayOutbound::End { handoff_data: Some(format!("{{\"reason\":{}}}", serde_json::Value::String(reason))) };
+                let end = RelayOutbound::End {
+                    handoff_data: Some(format!(
+                        "{{\"reason\":{}}}",
+                        serde_json::Value::String(reason)
+                    )),
+                };
                 socket::send_text(&mut ws, &end.to_json()).await;
                 socket::close(&mut ws, "call ended").await;
                 return;

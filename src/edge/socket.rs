@@ -5,7 +5,9 @@ use std::future::Future;
 
 use axum::response::{IntoResponse, Response};
 use fastwebsockets::upgrade::{IncomingUpgrade, UpgradeFut};
-use fastwebsockets::{Frame, FragmentCollectorRead, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
+use fastwebsockets::{
+    FragmentCollectorRead, Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite,
+};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{ReadHalf, WriteHalf};
@@ -35,7 +37,11 @@ where
             tokio::spawn(session(fut));
             response.map(axum::body::Body::new).into_response()
         }
-        Err(e) => (axum::http::StatusCode::BAD_REQUEST, format!("websocket upgrade failed: {e}\n")).into_response(),
+        Err(e) => (
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("websocket upgrade failed: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -59,7 +65,12 @@ pub enum Incoming {
 /// Read the next data message; control frames the peer is owed are queued on `control`.
 pub async fn next(read: &mut WsRead, control: &Control) -> Incoming {
     let mut send = |frame: Frame<'_>| {
-        let owned = Frame::new(true, frame.opcode, None, Payload::Owned(frame.payload.to_vec()));
+        let owned = Frame::new(
+            true,
+            frame.opcode,
+            None,
+            Payload::Owned(frame.payload.to_vec()),
+        );
         let control = control.clone();
         async move { control.send(owned).await.map_err(|_| "socket writer gone") }
     };
@@ -81,13 +92,18 @@ pub async fn next(read: &mut WsRead, control: &Control) -> Incoming {
 
 /// Write one text frame; false when the peer is gone.
 pub async fn send_text(write: &mut WsWrite, text: &str) -> bool {
-    write.write_frame(Frame::text(Payload::Borrowed(text.as_bytes()))).await.is_ok()
+    write
+        .write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
+        .await
+        .is_ok()
 }
 
 /// Close the socket with a normal close frame.
 pub async fn close(write: &mut WsWrite, reason: &str) {
     let reason: String = reason.chars().take(100).collect();
-    let _ = write.write_frame(Frame::close(1000, reason.as_bytes())).await;
+    let _ = write
+        .write_frame(Frame::close(1000, reason.as_bytes()))
+        .await;
 }
 
 /// Forward an owed control frame; true if the socket is now closed.

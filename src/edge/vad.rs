@@ -55,7 +55,9 @@ mod tests {
     use super::*;
 
     fn tone(amplitude: f32) -> Vec<u8> {
-        let samples: Vec<i16> = (0..160).map(|i| (amplitude * (i as f32 * 0.3).sin()) as i16).collect();
+        let samples: Vec<i16> = (0..160)
+            .map(|i| (amplitude * (i as f32 * 0.3).sin()) as i16)
+            .collect();
         let mut out = Vec::new();
         switchboard_twilio::audio::encode_mulaw(&samples, &mut out);
         out

@@ -16,17 +16,32 @@ use crate::http::AppState;
 
 /// Webhook fields Twilio sets itself; a query parameter with one of these names is not a lead
 /// parameter and is not forwarded.
-const RESERVED: &[&str] = &["CallSid", "From", "To", "Direction", "AccountSid", "CallStatus", "ApiVersion"];
+const RESERVED: &[&str] = &[
+    "CallSid",
+    "From",
+    "To",
+    "Direction",
+    "AccountSid",
+    "CallStatus",
+    "ApiVersion",
+];
 const MAX_LEAD_PARAMETERS: usize = 16;
 
-pub async fn voice(State(app): State<AppState>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
+pub async fn voice(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
     let fields = twiml::parse_form(&body);
     if let Err(denied) = super::auth::check_form(&app, &headers, &uri, &fields) {
         return *denied;
     }
     let hook = match twiml::VoiceWebhook::from_pairs(&fields) {
         Ok(hook) => hook,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad voice webhook: {e}\n")).into_response(),
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("bad voice webhook: {e}\n")).into_response();
+        }
     };
     let lead: Vec<(String, String)> = uri
         .query()
@@ -76,17 +91,32 @@ pub async fn voice(State(app): State<AppState>, headers: HeaderMap, uri: Uri, bo
 
 fn misconfigured(e: signature::UrlError) -> Response {
     tracing::error!(error = %e, "server.public_url cannot be turned into a wss:// URL");
-    (StatusCode::INTERNAL_SERVER_ERROR, format!("server.public_url is not usable: {e}\n")).into_response()
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("server.public_url is not usable: {e}\n"),
+    )
+        .into_response()
 }
 
-pub async fn stream_status(State(app): State<AppState>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
+pub async fn stream_status(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
     let fields = twiml::parse_form(&body);
     if let Err(denied) = super::auth::check_form(&app, &headers, &uri, &fields) {
         return *denied;
     }
     let status = match twiml::StreamStatus::from_pairs(&fields) {
         Ok(status) => status,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad stream status callback: {e}\n")).into_response(),
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("bad stream status callback: {e}\n"),
+            )
+                .into_response();
+        }
     };
     let event = match &status.stream_event {
         twiml::StreamEvent::Started => "stream-started".to_owned(),
@@ -95,7 +125,12 @@ pub async fn stream_status(State(app): State<AppState>, headers: HeaderMap, uri:
         twiml::StreamEvent::Other(other) => other.clone(),
     };
     let sid = CallSid(status.call_sid.clone());
-    let live = app.runtime().calls.get(&sid).map(|h| h.record_stream_event(&event, status.stream_error.as_deref())).is_some();
+    let live = app
+        .runtime()
+        .calls
+        .get(&sid)
+        .map(|h| h.record_stream_event(&event, status.stream_error.as_deref()))
+        .is_some();
     tracing::info!(call_sid = %sid, stream_sid = %status.stream_sid, event, error = status.stream_error.as_deref().unwrap_or(""), live, "stream status");
     StatusCode::NO_CONTENT.into_response()
 }

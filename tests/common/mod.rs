@@ -39,7 +39,8 @@ pub fn test_config(database_url: &str) -> Config {
     config.database.url = database_url.to_owned();
     config.database.max_connections = 4;
     // Each server its own journal: parallel tests must never replay each other's rows.
-    config.persistence.journal_path = std::env::temp_dir().join(format!("sb-journal-{}", unique_suffix()));
+    config.persistence.journal_path =
+        std::env::temp_dir().join(format!("sb-journal-{}", unique_suffix()));
     config
 }
 

@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::common::*;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const KNOWN: &str = "+15550100001";
 const TOKEN: &str = "12345";
@@ -47,14 +48,21 @@ async fn seed_customer(app: &TestApp, phone: &str, name: &str) {
         .expect("seed task");
 }
 
-async fn ws_connect(app: &TestApp, path: &str, signed: Option<&str>) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+async fn ws_connect(
+    app: &TestApp,
+    path: &str,
+    signed: Option<&str>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     let url = format!("ws://{}{path}", app.addr);
     let mut request = url.into_client_request()?;
     if let Some(token) = signed {
         let public = &app.state.config().server.public_url;
-        let signed_url = signature::upgrade_url(public, Some(&app.addr.to_string()), path).expect("url");
+        let signed_url =
+            signature::upgrade_url(public, Some(&app.addr.to_string()), path).expect("url");
         let sig = signature::compute(token, &signed_url, &[] as &[(&str, &str)]);
-        request.headers_mut().insert("x-twilio-signature", sig.parse().expect("header"));
+        request
+            .headers_mut()
+            .insert("x-twilio-signature", sig.parse().expect("header"));
     }
     let (ws, _) = tokio_tungstenite::connect_async(request).await?;
     Ok(ws)
@@ -72,7 +80,11 @@ fn start_frame(call_sid: &str, from: &str) -> String {
         call_sid: call_sid.into(),
         tracks: vec!["inbound".into()],
         custom_parameters: params,
-        media_format: MediaFormat { encoding: "audio/x-mulaw".into(), sample_rate: 8000, channels: 1 },
+        media_format: MediaFormat {
+            encoding: "audio/x-mulaw".into(),
+            sample_rate: 8000,
+            channels: 1,
+        },
     })
     .to_json()
 }
@@ -90,7 +102,9 @@ fn media_frame(seq: u64, call_sid: &str, payload: Vec<u8>) -> String {
 }
 
 fn loud_frame() -> Vec<u8> {
-    let samples: Vec<i16> = (0..160).map(|i| (9000.0 * (i as f32 * 0.35).sin()) as i16).collect();
+    let samples: Vec<i16> = (0..160)
+        .map(|i| (9000.0 * (i as f32 * 0.35).sin()) as i16)
+        .collect();
     let mut out = Vec::new();
     switchboard_twilio::audio::encode_mulaw(&samples, &mut out);
     out
@@ -98,15 +112,30 @@ fn loud_frame() -> Vec<u8> {
 
 /// Read server messages until `pred` matches one (returns it) — as Twilio, echoing marks when
 /// `echo_marks` is set. Fails after a generous timeout.
-async fn read_until(ws: &mut Ws, echo_marks: bool, call_sid: &str, mut pred: impl FnMut(&OutboundFrame) -> bool) -> OutboundFrame {
+async fn read_until(
+    ws: &mut Ws,
+    echo_marks: bool,
+    call_sid: &str,
+    mut pred: impl FnMut(&OutboundFrame) -> bool,
+) -> OutboundFrame {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(15), ws.next()).await.expect("server answered in time");
+        let msg = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("server answered in time");
         let msg = msg.expect("socket open").expect("frame");
         let Message::Text(text) = msg else { continue };
-        let frame = switchboard_twilio::media::parse_outbound(&text).expect("server sends valid Twilio frames");
+        let frame = switchboard_twilio::media::parse_outbound(&text)
+            .expect("server sends valid Twilio frames");
         if echo_marks && let OutboundFrame::Mark { name, .. } = &frame {
-            let echo = InboundFrame::Mark { sequence_number: 99, stream_sid: format!("MZ{call_sid}"), name: name.clone() }.to_json();
-            ws.send(Message::Text(echo.into())).await.expect("echo mark");
+            let echo = InboundFrame::Mark {
+                sequence_number: 99,
+                stream_sid: format!("MZ{call_sid}"),
+                name: name.clone(),
+            }
+            .to_json();
+            ws.send(Message::Text(echo.into()))
+                .await
+                .expect("echo mark");
         }
         if pred(&frame) {
             return frame;
@@ -115,7 +144,14 @@ async fn read_until(ws: &mut Ws, echo_marks: bool, call_sid: &str, mut pred: imp
 }
 
 async fn api(app: &TestApp, path: &str) -> Value {
-    app.client.get(format!("{}{path}", app.base_url)).send().await.expect("api").json().await.expect("json")
+    app.client
+        .get(format!("{}{path}", app.base_url))
+        .send()
+        .await
+        .expect("api")
+        .json()
+        .await
+        .expect("json")
 }
 
 async fn wait_state(app: &TestApp, sid: &str, state: &str) -> Value {
@@ -126,11 +162,22 @@ async fn wait_state(app: &TestApp, sid: &str, state: &str) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("call {sid} never reached {state}: {}", api(app, &format!("/api/v1/calls/{sid}")).await);
+    panic!(
+        "call {sid} never reached {state}: {}",
+        api(app, &format!("/api/v1/calls/{sid}")).await
+    );
 }
 
 async fn metric(app: &TestApp, needle: &str) -> f64 {
-    let text = app.client.get(format!("{}/metrics", app.base_url)).send().await.expect("metrics").text().await.expect("text");
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base_url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     text.lines()
         .filter(|l| l.starts_with(needle))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -141,15 +188,42 @@ async fn metric(app: &TestApp, needle: &str) -> f64 {
 async fn voice_webhook_answers_twiml_with_escaped_parameters() {
     let (app, _dir) = app(|c| c.server.public_url = "https://calls.example.com".into()).await;
     let body = "CallSid=CA1&AccountSid=AC1&From=%2B1555%20%3Cscript%3E%26%22&To=%2B15557654321&CallStatus=ringing&Direction=inbound&Unknown=x";
-    let resp = app.client.post(format!("{}/twilio/voice?CustomerName=Lucy%20Lead", app.base_url)).header("content-type", "application/x-www-form-urlencoded").body(body).send().await.expect("post");
+    let resp = app
+        .client
+        .post(format!(
+            "{}/twilio/voice?CustomerName=Lucy%20Lead",
+            app.base_url
+        ))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/xml"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/xml")
+    );
     let xml = resp.text().await.unwrap();
     assert!(xml.contains(r#"<Stream url="wss://calls.example.com/twilio/media" statusCallback="https://calls.example.com/twilio/stream-status">"#), "{xml}");
-    assert!(xml.contains(r#"<Parameter name="From" value="+1555 &lt;script&gt;&amp;&quot;"/>"#), "{xml}");
-    assert!(xml.contains(r#"<Parameter name="CustomerName" value="Lucy Lead"/>"#), "{xml}");
+    assert!(
+        xml.contains(r#"<Parameter name="From" value="+1555 &lt;script&gt;&amp;&quot;"/>"#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<Parameter name="CustomerName" value="Lucy Lead"/>"#),
+        "{xml}"
+    );
     assert!(xml.contains(r#"<Parameter name="Direction" value="inbound"/>"#));
-    let missing = app.client.post(format!("{}/twilio/voice", app.base_url)).body("From=x").send().await.unwrap();
+    let missing = app
+        .client
+        .post(format!("{}/twilio/voice", app.base_url))
+        .body("From=x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 400);
 }
 
@@ -162,7 +236,16 @@ async fn relay_mode_answers_conversation_relay_twiml() {
     })
     .await;
     let body = "CallSid=CA2&AccountSid=AC1&From=%2B15550100001&To=%2B15557654321&CallStatus=ringing&Direction=inbound";
-    let xml = app.client.post(format!("{}/twilio/voice", app.base_url)).body(body).send().await.unwrap().text().await.unwrap();
+    let xml = app
+        .client
+        .post(format!("{}/twilio/voice", app.base_url))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(xml.contains(r#"<ConversationRelay url="wss://calls.example.com/twilio/relay" welcomeGreeting="Hi! How can I help?""#), "{xml}");
 }
 
@@ -174,14 +257,28 @@ async fn signatures_are_required_on_webhooks_and_websocket_upgrades() {
     })
     .await;
     let public = app.state.config().server.public_url.clone();
-    let fields = [("CallSid", "CA3"), ("AccountSid", "AC1"), ("From", KNOWN), ("To", "+15557654321"), ("CallStatus", "ringing"), ("Direction", "inbound")];
-    let body = fields.iter().map(|(k, v)| format!("{k}={}", v.replace('+', "%2B"))).collect::<Vec<_>>().join("&");
+    let fields = [
+        ("CallSid", "CA3"),
+        ("AccountSid", "AC1"),
+        ("From", KNOWN),
+        ("To", "+15557654321"),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+    ];
+    let body = fields
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.replace('+', "%2B")))
+        .collect::<Vec<_>>()
+        .join("&");
     let host = app.addr.to_string();
     let scheme = public.split("://").next().unwrap();
     let url = format!("{scheme}://{host}/twilio/voice");
     let good = signature::compute(TOKEN, &url, &fields);
     let post = |sig: Option<String>| {
-        let mut req = app.client.post(format!("{}/twilio/voice", app.base_url)).body(body.clone());
+        let mut req = app
+            .client
+            .post(format!("{}/twilio/voice", app.base_url))
+            .body(body.clone());
         if let Some(sig) = sig {
             req = req.header("X-Twilio-Signature", sig);
         }
@@ -192,28 +289,72 @@ async fn signatures_are_required_on_webhooks_and_websocket_upgrades() {
     let tampered = signature::compute(TOKEN, &url, &[("CallSid", "CA4")]);
     assert_eq!(post(Some(tampered)).await.unwrap().status(), 403);
     // WebSocket upgrades: unsigned is refused before any call exists; signed is accepted.
-    assert!(ws_connect(&app, "/twilio/media", None).await.is_err(), "unsigned upgrade refused");
-    assert!(ws_connect(&app, "/twilio/media", Some("wrong-token")).await.is_err(), "badly signed upgrade refused");
-    let mut ws = ws_connect(&app, "/twilio/media", Some(TOKEN)).await.expect("signed upgrade accepted");
-    ws.send(Message::Text(start_frame("CAsigned", KNOWN).into())).await.unwrap();
-    read_until(&mut ws, false, "CAsigned", |f| matches!(f, OutboundFrame::Media { .. })).await;
-    assert_eq!(api(&app, "/api/v1/calls").await["count"], 1, "only the signed socket created a call");
+    assert!(
+        ws_connect(&app, "/twilio/media", None).await.is_err(),
+        "unsigned upgrade refused"
+    );
+    assert!(
+        ws_connect(&app, "/twilio/media", Some("wrong-token"))
+            .await
+            .is_err(),
+        "badly signed upgrade refused"
+    );
+    let mut ws = ws_connect(&app, "/twilio/media", Some(TOKEN))
+        .await
+        .expect("signed upgrade accepted");
+    ws.send(Message::Text(start_frame("CAsigned", KNOWN).into()))
+        .await
+        .unwrap();
+    read_until(&mut ws, false, "CAsigned", |f| {
+        matches!(f, OutboundFrame::Media { .. })
+    })
+    .await;
+    assert_eq!(
+        api(&app, "/api/v1/calls").await["count"],
+        1,
+        "only the signed socket created a call"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_media_stream_call_from_connected_to_stop() {
     let (app, _dir) = app(|_| {}).await;
-    let mut ws = ws_connect(&app, "/twilio/media", None).await.expect("connect");
-    ws.send(Message::Text(json!({"event":"connected","protocol":"Call","version":"1.0.0"}).to_string().into())).await.unwrap();
-    ws.send(Message::Text(start_frame("CAmedia1", KNOWN).into())).await.unwrap();
+    let mut ws = ws_connect(&app, "/twilio/media", None)
+        .await
+        .expect("connect");
+    ws.send(Message::Text(
+        json!({"event":"connected","protocol":"Call","version":"1.0.0"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::Text(start_frame("CAmedia1", KNOWN).into()))
+        .await
+        .unwrap();
     // The greeting streams as 160-byte mu-law frames, then a mark.
-    let first = read_until(&mut ws, false, "CAmedia1", |f| matches!(f, OutboundFrame::Media { .. })).await;
-    let OutboundFrame::Media { stream_sid, payload } = first else { unreachable!() };
+    let first = read_until(&mut ws, false, "CAmedia1", |f| {
+        matches!(f, OutboundFrame::Media { .. })
+    })
+    .await;
+    let OutboundFrame::Media {
+        stream_sid,
+        payload,
+    } = first
+    else {
+        unreachable!()
+    };
     assert_eq!(stream_sid, "MZCAmedia1");
     assert_eq!(payload.len(), 160);
-    read_until(&mut ws, true, "CAmedia1", |f| matches!(f, OutboundFrame::Mark { .. })).await;
+    read_until(&mut ws, true, "CAmedia1", |f| {
+        matches!(f, OutboundFrame::Mark { .. })
+    })
+    .await;
     let call = wait_state(&app, "CAmedia1", "enriched").await;
-    assert_eq!(call["customer_name"], "Ana Souza", "the caller's number reached the CRM lookup");
+    assert_eq!(
+        call["customer_name"], "Ana Souza",
+        "the caller's number reached the CRM lookup"
+    );
     assert_eq!(call["caller"], "+15550****01");
     ws.send(Message::Text(json!({"event":"dtmf","sequenceNumber":"5","streamSid":"MZCAmedia1","dtmf":{"track":"inbound_track","digit":"7"}}).to_string().into())).await.unwrap();
     ws.send(Message::Text(json!({"event":"stop","sequenceNumber":"6","streamSid":"MZCAmedia1","stop":{"accountSid":"AC1","callSid":"CAmedia1"}}).to_string().into())).await.unwrap();
@@ -234,7 +375,10 @@ async fn a_media_stream_call_from_connected_to_stop() {
     // LLM's summary of the call), so give it time on a loaded machine.
     let mut stored = api(&app, "/api/v1/calls/CAmedia1").await;
     for _ in 0..500 {
-        if stored["history"].as_array().is_some_and(|h| h.last().is_some_and(|t| t["to"] == "ended")) {
+        if stored["history"]
+            .as_array()
+            .is_some_and(|h| h.last().is_some_and(|t| t["to"] == "ended"))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -242,9 +386,25 @@ async fn a_media_stream_call_from_connected_to_stop() {
     }
     assert_eq!(stored["live"], false);
     assert_eq!(stored["outcome"], "caller hung up");
-    let texts: Vec<String> = stored["transcript"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap().to_string()).collect();
-    assert_eq!(texts, vec!["Welcome back, Ana Souza! How can I help you today?", "caller pressed 7"]);
-    let states: Vec<&str> = stored["history"].as_array().unwrap().iter().map(|t| t["to"].as_str().unwrap()).collect();
+    let texts: Vec<String> = stored["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            "Welcome back, Ana Souza! How can I help you today?",
+            "caller pressed 7"
+        ]
+    );
+    let states: Vec<&str> = stored["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["to"].as_str().unwrap())
+        .collect();
     assert_eq!(states, vec!["greeting", "enriched", "finalizing", "ended"]);
 }
 
@@ -252,19 +412,43 @@ async fn a_media_stream_call_from_connected_to_stop() {
 async fn barge_in_sends_clear_and_keeps_only_what_was_heard() {
     let (app, _dir) = app(|_| {}).await;
     let mut ws = ws_connect(&app, "/twilio/media", None).await.unwrap();
-    ws.send(Message::Text(start_frame("CAbarge", "+15550100999").into())).await.unwrap();
+    ws.send(Message::Text(start_frame("CAbarge", "+15550100999").into()))
+        .await
+        .unwrap();
     // Unknown caller: greeting, then "May I have your name?" — play the greeting only.
-    read_until(&mut ws, true, "CAbarge", |f| matches!(f, OutboundFrame::Mark { .. })).await;
-    read_until(&mut ws, false, "CAbarge", |f| matches!(f, OutboundFrame::Mark { .. })).await;
+    read_until(&mut ws, true, "CAbarge", |f| {
+        matches!(f, OutboundFrame::Mark { .. })
+    })
+    .await;
+    read_until(&mut ws, false, "CAbarge", |f| {
+        matches!(f, OutboundFrame::Mark { .. })
+    })
+    .await;
     wait_state(&app, "CAbarge", "awaiting_name").await;
     // The caller talks over the question (loud audio, 100 ms).
     for seq in 0..5 {
-        ws.send(Message::Text(media_frame(10 + seq, "CAbarge", loud_frame()).into())).await.unwrap();
+        ws.send(Message::Text(
+            media_frame(10 + seq, "CAbarge", loud_frame()).into(),
+        ))
+        .await
+        .unwrap();
     }
-    read_until(&mut ws, false, "CAbarge", |f| matches!(f, OutboundFrame::Clear { .. })).await;
+    read_until(&mut ws, false, "CAbarge", |f| {
+        matches!(f, OutboundFrame::Clear { .. })
+    })
+    .await;
     let call = api(&app, "/api/v1/calls/CAbarge").await;
-    let texts: Vec<&str> = call["transcript"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
-    assert_eq!(texts, vec!["Hello, thanks for calling Switchboard."], "the unheard question is not in the transcript");
+    let texts: Vec<&str> = call["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        vec!["Hello, thanks for calling Switchboard."],
+        "the unheard question is not in the transcript"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,8 +457,12 @@ async fn bad_frames_are_counted_and_the_call_goes_on() {
     let before = metric(&app, "switchboard_rejected_frames_total").await;
     let mut ws = ws_connect(&app, "/twilio/media", None).await.unwrap();
     let sid = "CAbad";
-    ws.send(Message::Text(media_frame(1, sid, vec![0xFF; 160]).into())).await.unwrap(); // media before start
-    ws.send(Message::Text(start_frame(sid, KNOWN).into())).await.unwrap();
+    ws.send(Message::Text(media_frame(1, sid, vec![0xFF; 160]).into()))
+        .await
+        .unwrap(); // media before start
+    ws.send(Message::Text(start_frame(sid, KNOWN).into()))
+        .await
+        .unwrap();
     let bad: Vec<Message> = vec![
         Message::Text("not json at all".into()),
         Message::Binary(vec![1, 2, 3].into()),
@@ -290,10 +478,16 @@ async fn bad_frames_are_counted_and_the_call_goes_on() {
         ws.send(m).await.unwrap();
     }
     // The call is still alive and reacts to a good frame: the greeting's mark echo moves it on.
-    read_until(&mut ws, true, sid, |f| matches!(f, OutboundFrame::Mark { .. })).await;
+    read_until(&mut ws, true, sid, |f| {
+        matches!(f, OutboundFrame::Mark { .. })
+    })
+    .await;
     wait_state(&app, sid, "enriched").await;
     let after = metric(&app, "switchboard_rejected_frames_total").await;
-    assert!(after - before >= n, "every bad frame counted: {before} -> {after}");
+    assert!(
+        after - before >= n,
+        "every bad frame counted: {before} -> {after}"
+    );
     // A socket that closes without `stop` still ends the call through finalizing.
     drop(ws);
     let stored = wait_state(&app, sid, "ended").await;
@@ -301,14 +495,20 @@ async fn bad_frames_are_counted_and_the_call_goes_on() {
 }
 
 async fn relay_send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.expect("send");
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .expect("send");
 }
 
 /// Read relay `text` tokens until one with `last: true`; returns the whole turn.
 async fn relay_turn(ws: &mut Ws) -> String {
     let mut turn = String::new();
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(15), ws.next()).await.expect("in time").expect("open").expect("frame");
+        let msg = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("frame");
         let Message::Text(text) = msg else { continue };
         let v: Value = serde_json::from_str(&text).expect("json");
         if v["type"] == "text" {
@@ -331,19 +531,30 @@ async fn a_relay_call_streams_tokens_and_survives_crashes() {
     let sid = "CArelay";
     relay_send(&mut ws, setup(sid, KNOWN)).await;
     let greeting = relay_turn(&mut ws).await;
-    assert_eq!(greeting, "Welcome back, Ana Souza! How can I help you today?");
+    assert_eq!(
+        greeting,
+        "Welcome back, Ana Souza! How can I help you today?"
+    );
     let mut replies = Vec::new();
     for turn in 0..4 {
         relay_send(&mut ws, json!({"type":"prompt","voicePrompt":format!("question number {turn}"),"lang":"en-US","last":true})).await;
         if turn >= 1 {
             // Crash the call's actor mid-turn, through the chaos route.
-            let resp = app.client.post(format!("{}/api/v1/calls/{sid}/crash", app.base_url)).send().await.unwrap();
+            let resp = app
+                .client
+                .post(format!("{}/api/v1/calls/{sid}/crash", app.base_url))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(resp.status(), 202);
         }
         replies.push(relay_turn(&mut ws).await);
     }
     for (turn, reply) in replies.iter().enumerate() {
-        assert!(reply.contains(&format!("question number {turn}")), "turn {turn} answered: {reply}");
+        assert!(
+            reply.contains(&format!("question number {turn}")),
+            "turn {turn} answered: {reply}"
+        );
     }
     let live = api(&app, &format!("/api/v1/calls/{sid}")).await;
     assert_eq!(live["restarts"], 3);
@@ -351,10 +562,36 @@ async fn a_relay_call_streams_tokens_and_survives_crashes() {
     ws.close(None).await.unwrap();
     let stored = wait_state(&app, sid, "ended").await;
     assert_eq!(stored["restarts"], 3, "restarts recorded in the database");
-    let lines: Vec<(String, String)> = stored["transcript"].as_array().unwrap().iter().map(|m| (m["role"].as_str().unwrap().to_string(), m["text"].as_str().unwrap().to_string())).collect();
-    let callers: Vec<&str> = lines.iter().filter(|(r, _)| r == "caller").map(|(_, t)| t.as_str()).collect();
-    assert_eq!(callers, vec!["question number 0", "question number 1", "question number 2", "question number 3"]);
-    assert_eq!(lines.iter().filter(|(r, _)| r == "agent").count(), 5, "greeting + 4 replies, none lost or doubled");
+    let lines: Vec<(String, String)> = stored["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_string(),
+                m["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let callers: Vec<&str> = lines
+        .iter()
+        .filter(|(r, _)| r == "caller")
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert_eq!(
+        callers,
+        vec![
+            "question number 0",
+            "question number 1",
+            "question number 2",
+            "question number 3"
+        ]
+    );
+    assert_eq!(
+        lines.iter().filter(|(r, _)| r == "agent").count(),
+        5,
+        "greeting + 4 replies, none lost or doubled"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,7 +601,11 @@ async fn relay_interrupt_keeps_what_the_caller_heard() {
     let sid = "CAinterrupt";
     relay_send(&mut ws, setup(sid, KNOWN)).await;
     relay_turn(&mut ws).await;
-    relay_send(&mut ws, json!({"type":"prompt","voicePrompt":"tell me everything","last":true})).await;
+    relay_send(
+        &mut ws,
+        json!({"type":"prompt","voicePrompt":"tell me everything","last":true}),
+    )
+    .await;
     relay_turn(&mut ws).await;
     relay_send(&mut ws, json!({"type":"interrupt","utteranceUntilInterrupt":"You said","durationUntilInterruptMs":"450"})).await;
     relay_send(&mut ws, json!({"type":"dtmf","digit":"1"})).await;
@@ -373,7 +614,13 @@ async fn relay_interrupt_keeps_what_the_caller_heard() {
         let t = v["transcript"].as_array().unwrap().clone();
         if t.iter().any(|m| m["text"] == "caller pressed 1") {
             let agent = t.iter().rev().find(|m| m["role"] == "agent").unwrap();
-            assert_eq!((agent["text"].as_str().unwrap(), agent["interrupted"].as_bool().unwrap()), ("You said", true));
+            assert_eq!(
+                (
+                    agent["text"].as_str().unwrap(),
+                    agent["interrupted"].as_bool().unwrap()
+                ),
+                ("You said", true)
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -384,13 +631,28 @@ async fn relay_interrupt_keeps_what_the_caller_heard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_api_refuses_chaos_when_disabled_and_knows_unknown_calls() {
     let (app, _dir) = app(|c| c.chaos.enabled = false).await;
-    let resp = app.client.post(format!("{}/api/v1/calls/CAnope/crash", app.base_url)).send().await.unwrap();
+    let resp = app
+        .client
+        .post(format!("{}/api/v1/calls/CAnope/crash", app.base_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
-    let resp = app.client.get(format!("{}/api/v1/calls/CAnope", app.base_url)).send().await.unwrap();
+    let resp = app
+        .client
+        .get(format!("{}/api/v1/calls/CAnope", app.base_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     let body: Value = resp.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("CAnope"));
-    let resp = app.client.get(format!("{}/api/v1/calls?state=dancing", app.base_url)).send().await.unwrap();
+    let resp = app
+        .client
+        .get(format!("{}/api/v1/calls?state=dancing", app.base_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().contains("`state`"));
 }

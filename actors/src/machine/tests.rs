@@ -529,7 +529,11 @@ fn context_failure_is_visible_and_the_call_proceeds_as_unknown() {
     assert_eq!(s.m.context_status().label(), "failed: database unreachable");
     assert_eq!(
         persisted(&fx),
-        vec![(Role::System, "context: failed: database unreachable".to_string(), false)],
+        vec![(
+            Role::System,
+            "context: failed: database unreachable".to_string(),
+            false
+        )],
         "the call record says why it went on as unknown"
     );
     s.play_all();
@@ -727,9 +731,21 @@ fn relay_reply_ends_with_a_last_token_and_is_persisted_on_the_next_caller_turn()
     });
     let fx = s.send(Event::LlmDone { turn });
     assert!(fx.iter().any(|e| matches!(e, Effect::Speak(sp) if sp.last)));
-    let count = |s: &Sim| s.m.conversation().iter().filter(|m| m.text == "It is noon.").count();
-    assert_eq!(count(&s), 0, "Twilio may still be speaking it: an interrupt could still cut it");
-    s.send(Event::CallerUtterance { text: "thanks".into(), is_final: true });
+    let count = |s: &Sim| {
+        s.m.conversation()
+            .iter()
+            .filter(|m| m.text == "It is noon.")
+            .count()
+    };
+    assert_eq!(
+        count(&s),
+        0,
+        "Twilio may still be speaking it: an interrupt could still cut it"
+    );
+    s.send(Event::CallerUtterance {
+        text: "thanks".into(),
+        is_final: true,
+    });
     assert_eq!(count(&s), 1, "heard in full once the caller answered");
     s.send(Event::StreamStopped);
     assert_eq!(count(&s), 1);
@@ -739,14 +755,31 @@ fn relay_reply_ends_with_a_last_token_and_is_persisted_on_the_next_caller_turn()
 fn relay_interrupt_after_the_reply_was_generated_still_cuts_it() {
     let mut s = Sim::new();
     s.send(Event::CallStarted(start(Transport::Relay, None)));
-    s.send(Event::CallerUtterance { text: "I'm Carla".into(), is_final: true });
-    s.send(Event::NameCaptured { attempt: 1, name: "Carla".into() });
-    s.send(Event::CallerUtterance { text: "tell me a story".into(), is_final: true });
+    s.send(Event::CallerUtterance {
+        text: "I'm Carla".into(),
+        is_final: true,
+    });
+    s.send(Event::NameCaptured {
+        attempt: 1,
+        name: "Carla".into(),
+    });
+    s.send(Event::CallerUtterance {
+        text: "tell me a story".into(),
+        is_final: true,
+    });
     let turn = s.last_turn();
-    s.send(Event::LlmToken { turn, text: "Once upon a time there was a phone.".into() });
+    s.send(Event::LlmToken {
+        turn,
+        text: "Once upon a time there was a phone.".into(),
+    });
     s.send(Event::LlmDone { turn });
-    let fx = s.send(Event::AgentInterrupted { heard: Some("Once upon a time".into()) });
-    assert_eq!(persisted(&fx), vec![(Role::Agent, "Once upon a time".to_string(), true)]);
+    let fx = s.send(Event::AgentInterrupted {
+        heard: Some("Once upon a time".into()),
+    });
+    assert_eq!(
+        persisted(&fx),
+        vec![(Role::Agent, "Once upon a time".to_string(), true)]
+    );
 }
 
 #[test]
