@@ -294,6 +294,14 @@ impl Server {
         tracing::info!(%local_addr, "listening");
         let connector = tokio::spawn(connect_until_ready(state.clone()));
         let app = router(state.clone());
+        // Small WebSocket frames (marks, text tokens, 20 ms of audio) must leave at once: with
+        // Nagle's algorithm a frame can wait ~40 ms for the peer's delayed ACK.
+        let listener =
+            axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "cannot set TCP_NODELAY");
+                }
+            });
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;

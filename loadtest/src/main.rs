@@ -224,7 +224,7 @@ async fn call(shared: Arc<Shared>, sid: &str, i: usize) -> Result<(), String> {
             sig.parse().map_err(|_| "signature header")?,
         );
     }
-    let (ws, _) = tokio_tungstenite::connect_async(request)
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let (mut tx, mut rx) = ws.split();
