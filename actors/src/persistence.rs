@@ -311,6 +311,8 @@ async fn replay(st: &PersistenceArgs) -> Result<(), String> {
                 .map_err(|e| format!("journal replay: {e}"))?;
             st.stats.records_written.fetch_add(1, Ordering::Relaxed);
         }
+        // Counted as soon as the store has it all, whether or not the journal clears.
+        st.stats.replayed.fetch_add(total as u64, Ordering::Relaxed);
         if let Err(e) = journal.clear().await {
             // Everything is in the store; replaying it again later is harmless (idempotent).
             journal_error(
@@ -319,7 +321,6 @@ async fn replay(st: &PersistenceArgs) -> Result<(), String> {
                 &e.to_string(),
             );
         }
-        st.stats.replayed.fetch_add(total as u64, Ordering::Relaxed);
         tracing::info!(
             entries = total,
             "persistence journal replayed into the database"
