@@ -166,18 +166,7 @@ async fn writer(
     let mut buf = String::with_capacity(512);
     let mut first_audio_sent = false;
     let mut frame = [0xFFu8; FRAME_BYTES];
-    loop {
-        let msg = tokio::select! {
-            biased;
-            Some(c) = control.recv() => {
-                if socket::forward_control(&mut ws, c).await {
-                    return;
-                }
-                continue;
-            }
-            msg = out.recv() => msg,
-        };
-        let Some(msg) = msg else { return };
+    while let Some(msg) = socket::next_outbound(&mut ws, &mut out, &mut control).await {
         let sid = stream_sid.get().map_or("", String::as_str);
         let ok = match msg {
             Outbound::Audio(audio) => {

@@ -129,18 +129,7 @@ async fn writer(
     mut out: mpsc::Receiver<Outbound>,
     mut control: mpsc::Receiver<fastwebsockets::Frame<'static>>,
 ) {
-    loop {
-        let msg = tokio::select! {
-            biased;
-            Some(c) = control.recv() => {
-                if socket::forward_control(&mut ws, c).await {
-                    return;
-                }
-                continue;
-            }
-            msg = out.recv() => msg,
-        };
-        let Some(msg) = msg else { return };
+    while let Some(msg) = socket::next_outbound(&mut ws, &mut out, &mut control).await {
         let json = match msg {
             Outbound::Text { token, last } => RelayOutbound::Text {
                 token,

@@ -10,6 +10,7 @@ use fastwebsockets::{
 };
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use switchboard_actors::Outbound;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
@@ -107,8 +108,28 @@ pub async fn close(write: &mut WsWrite, reason: &str) {
 }
 
 /// Forward an owed control frame; true if the socket is now closed.
-pub async fn forward_control(write: &mut WsWrite, frame: Frame<'static>) -> bool {
+async fn forward_control(write: &mut WsWrite, frame: Frame<'static>) -> bool {
     let closing = frame.opcode == OpCode::Close;
     let _ = write.write_frame(frame).await;
     closing
+}
+
+/// The writer's next message: control frames the reader owes the peer go out first. `None` when
+/// the socket closed or the call dropped its sender.
+pub async fn next_outbound(
+    write: &mut WsWrite,
+    out: &mut mpsc::Receiver<Outbound>,
+    control: &mut mpsc::Receiver<Frame<'static>>,
+) -> Option<Outbound> {
+    loop {
+        tokio::select! {
+            biased;
+            Some(c) = control.recv() => {
+                if forward_control(write, c).await {
+                    return None;
+                }
+            }
+            msg = out.recv() => return msg,
+        }
+    }
 }
