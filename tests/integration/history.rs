@@ -271,7 +271,7 @@ async fn history_requires_the_operator_token() {
 
 // === the summary becomes the next call's context ===
 
-type Ws =
+pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn relay(app: &TestApp) -> Ws {

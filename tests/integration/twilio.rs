@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::common::*;
+use crate::history::{relay_send, relay_setup, relay_turn};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -494,42 +495,12 @@ async fn bad_frames_are_counted_and_the_call_goes_on() {
     assert_eq!(stored["outcome"], "caller hung up");
 }
 
-async fn relay_send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into()))
-        .await
-        .expect("send");
-}
-
-/// Read relay `text` tokens until one with `last: true`; returns the whole turn.
-async fn relay_turn(ws: &mut Ws) -> String {
-    let mut turn = String::new();
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(15), ws.next())
-            .await
-            .expect("in time")
-            .expect("open")
-            .expect("frame");
-        let Message::Text(text) = msg else { continue };
-        let v: Value = serde_json::from_str(&text).expect("json");
-        if v["type"] == "text" {
-            turn.push_str(v["token"].as_str().unwrap_or(""));
-            if v["last"] == true {
-                return turn;
-            }
-        }
-    }
-}
-
-fn setup(sid: &str, from: &str) -> Value {
-    json!({"type":"setup","sessionId":format!("VX{sid}"),"callSid":sid,"accountSid":"AC1","from":from,"to":"+15557654321","direction":"inbound","customParameters":{}})
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_call_streams_tokens_and_survives_crashes() {
     let (app, _dir) = app(|c| c.twilio.mode = switchboard::config::TwilioMode::Relay).await;
     let mut ws = ws_connect(&app, "/twilio/relay", None).await.unwrap();
     let sid = "CArelay";
-    relay_send(&mut ws, setup(sid, KNOWN)).await;
+    relay_setup(&mut ws, sid, KNOWN).await;
     let greeting = relay_turn(&mut ws).await;
     assert_eq!(
         greeting,
@@ -599,7 +570,7 @@ async fn relay_interrupt_keeps_what_the_caller_heard() {
     let (app, _dir) = app(|c| c.twilio.mode = switchboard::config::TwilioMode::Relay).await;
     let mut ws = ws_connect(&app, "/twilio/relay", None).await.unwrap();
     let sid = "CAinterrupt";
-    relay_send(&mut ws, setup(sid, KNOWN)).await;
+    relay_setup(&mut ws, sid, KNOWN).await;
     relay_turn(&mut ws).await;
     relay_send(
         &mut ws,
