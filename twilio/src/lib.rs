@@ -10,6 +10,7 @@
 //! - [`relay`] — ConversationRelay WebSocket messages, both directions.
 //! - [`signature`] — `X-Twilio-Signature` computation and validation, signed WebSocket URLs.
 //! - [`twiml`] — voice webhook and stream-status forms in, TwiML out.
+//! - [`scripted`] — text carried in loud mu-law audio, for simulated callers and the STT stand-in.
 //! - [`audio`] — G.711 mu-law, frame energy, and WAV parsing for greeting files.
 //! - [`FrameError`] — the rejection type shared by the two WebSocket protocols.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ mod error;
 mod json;
 pub mod media;
 pub mod relay;
+pub mod scripted;
 pub mod signature;
 pub mod twiml;
 
