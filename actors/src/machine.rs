@@ -419,6 +419,8 @@ pub struct CallMachine {
     started_at_ms: Millis,
     start: Option<Arc<CallStart>>,
     context: ContextStatus,
+    /// When the prefetch answered (found, not found, failed or timed out).
+    context_settled_at_ms: Option<Millis>,
     customer: Option<Arc<CustomerContext>>,
     name: Option<String>,
     name_source: Option<NameSource>,
@@ -454,6 +456,7 @@ impl CallMachine {
             started_at_ms: now,
             start: None,
             context: ContextStatus::Pending,
+            context_settled_at_ms: None,
             customer: None,
             name: None,
             name_source: None,
@@ -494,6 +497,11 @@ impl CallMachine {
     }
     pub fn context_status(&self) -> &ContextStatus {
         &self.context
+    }
+    /// When the customer context stopped being pending (`None` while it is, or when no lookup
+    /// was made).
+    pub fn context_settled_at_ms(&self) -> Option<Millis> {
+        self.context_settled_at_ms
     }
     pub fn customer(&self) -> Option<&CustomerContext> {
         self.customer.as_deref()
@@ -633,6 +641,7 @@ impl CallMachine {
             return self.ignore(name, "no context was requested yet", fx);
         }
         self.disarm(TimerKind::ContextDeadline);
+        self.context_settled_at_ms.get_or_insert(now);
         match result {
             ContextResult::Found(customer) => {
                 self.context = ContextStatus::Found {
@@ -679,6 +688,7 @@ impl CallMachine {
         }
         self.disarm(TimerKind::ContextDeadline);
         if self.context == ContextStatus::Pending {
+            self.context_settled_at_ms = Some(now);
             // Stored with the transcript, so the call's record says why it went on as unknown.
             let line = format!("context: {}", status.label());
             self.context = status;

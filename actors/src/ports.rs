@@ -158,6 +158,39 @@ pub trait SpeechSynth: Send + Sync + 'static {
     async fn synthesize(&self, text: &str) -> Result<Vec<u8>, PortError>;
 }
 
+/// What a live speech-to-text session reports (the shape of Deepgram's live API: speech started,
+/// interim and final transcripts, utterance end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SttEvent {
+    /// The recognizer heard speech begin.
+    SpeechStarted,
+    /// The utterance so far (final segments plus the current interim one).
+    Partial(String),
+    /// The caller finished an utterance: every final segment of it, joined.
+    Utterance(String),
+    /// The connection dropped and is being re-established; audio sent meanwhile is lost.
+    Reconnecting { reason: String },
+    /// The recognizer gave up (reconnects exhausted, credentials refused): the call goes on
+    /// without speech input.
+    Failed { reason: String },
+}
+
+/// One call's live transcription session.
+pub struct SttSession {
+    /// Raw G.711 mu-law, 8 kHz mono, in any chunk size. Send with `try_send`: a full queue means
+    /// the recognizer is behind and the chunk is dropped (the caller counts it). Dropping the
+    /// sender ends the session gracefully.
+    pub audio: tokio::sync::mpsc::Sender<Vec<u8>>,
+    /// Ends when the session is over.
+    pub events: tokio::sync::mpsc::Receiver<SttEvent>,
+}
+
+/// Streaming speech to text for Media Streams calls. `open` never blocks: the connection is made
+/// in the background and audio sent before it is up is buffered (bounded).
+pub trait SpeechRecognizer: Send + Sync + 'static {
+    fn open(&self, call_sid: &str) -> SttSession;
+}
+
 /// Wall-clock milliseconds for the shell (the machine itself never reads a clock).
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> Millis;
