@@ -92,6 +92,12 @@ pub struct ServerStats {
 #[derive(Clone, Debug)]
 pub struct SseReport {
     pub clients: usize,
+    /// Clients connected from start to end of the run.
+    pub stayed: u64,
+    /// `call_ended` events of this run's calls the clients that stayed should have received...
+    pub call_ended_expected: u64,
+    /// ...and did.
+    pub call_ended_seen: u64,
     pub connected: u64,
     pub events: u64,
     pub dropped: u64,
@@ -446,8 +452,12 @@ impl RunReport {
                 "examples": p.examples,
             },
             "sse": self.sse.as_ref().map(|s| json!({
-                "clients": s.clients, "connected": s.connected, "events": s.events,
-                "dropped": s.dropped, "disconnects": s.disconnects, "errors": s.errors,
+                "clients": s.clients, "connected": s.connected, "stayed_connected": s.stayed,
+                "events": s.events,
+                "call_ended_expected": s.call_ended_expected, "call_ended_seen": s.call_ended_seen,
+                "call_ended_missed": s.call_ended_expected.saturating_sub(s.call_ended_seen),
+                "dropped_admitted": s.dropped, "disconnected_by_server": s.disconnects,
+                "errors": s.errors,
             })),
             "chaos": {
                 "requested_fraction": self.chaos.requested_fraction,
@@ -594,12 +604,16 @@ impl RunReport {
         if let Some(sse) = &self.sse {
             let _ = writeln!(
                 s,
-                "sse           {} clients, {} connected, {} events received, {} dropped, {} disconnected{}",
+                "sse           {} clients, {} connected ({} for the whole run, {} disconnected by the server), {} events received; call_ended: {} of {} received ({} missed), {} drops admitted by the stream{}",
                 sse.clients,
                 sse.connected,
-                sse.events,
-                sse.dropped,
+                sse.stayed,
                 sse.disconnects,
+                sse.events,
+                sse.call_ended_seen,
+                sse.call_ended_expected,
+                sse.call_ended_expected.saturating_sub(sse.call_ended_seen),
+                sse.dropped,
                 if sse.errors.is_empty() {
                     String::new()
                 } else {

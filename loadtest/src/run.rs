@@ -75,7 +75,9 @@ pub async fn run(opts: Options) -> RunReport {
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (sse_totals, sse_handles) = sse::spawn_clients(&target, opts.sse_clients, stop_rx.clone());
+    let sid_prefix = format!("CA{:08x}", opts.run_id);
+    let (sse_totals, sse_handles) =
+        sse::spawn_clients(&target, opts.sse_clients, &sid_prefix, stop_rx.clone());
     if opts.sse_clients > 0 {
         // Let the dashboards connect before the calls start.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -164,6 +166,10 @@ pub async fn run(opts: Options) -> RunReport {
     }
     let elapsed = started.elapsed();
     let cpu_end = opts.server_pid.and_then(proc::cpu_seconds);
+    if opts.sse_clients > 0 {
+        // The last calls' `call_ended` events are on their way.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let _ = stop_tx.send(true);
     let timeline = sampler.await.unwrap_or_default();
     for h in sse_handles {
@@ -195,8 +201,13 @@ pub async fn run(opts: Options) -> RunReport {
         rss_kb_peak: rss_peak,
         peak_active,
     };
+    let connected_calls = calls.iter().filter(|c| c.outcome.connected).count() as u64;
+    let stayed = sse_totals.stayed.load(Ordering::Relaxed);
     let sse = (opts.sse_clients > 0).then(|| SseReport {
         clients: opts.sse_clients,
+        stayed,
+        call_ended_expected: stayed * connected_calls,
+        call_ended_seen: sse_totals.ended_seen.load(Ordering::Relaxed),
         connected: sse_totals.connected.load(Ordering::Relaxed),
         events: sse_totals.events.load(Ordering::Relaxed),
         dropped: sse_totals.dropped.load(Ordering::Relaxed),

@@ -2,9 +2,11 @@
 //! whole run and counts what it receives, to show that many dashboards watching do not slow the
 //! calls down.
 //!
-//! "Dropped" is whatever the stream itself admits to: an event named `lagged`, `dropped` or
-//! `overflow`, a JSON payload with a numeric `dropped`, `lagged` or `missed` field (added up),
-//! and gaps in numeric `id:`s (an id more than one past the previous).
+//! Losses are counted three ways: a client the server disconnected during the run (Switchboard
+//! drops an SSE client that falls behind rather than slow anything down), `call_ended` events of
+//! this run's calls that a client which stayed connected never received, and whatever the stream
+//! itself admits to (an event named `lagged`, `dropped` or `overflow`, a JSON payload with a
+//! numeric `dropped`, `lagged` or `missed` field, gaps in numeric `id:`s).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +24,10 @@ pub(crate) struct SseTotals {
     pub events: AtomicU64,
     pub dropped: AtomicU64,
     pub disconnects: AtomicU64,
+    /// `call_ended` events of this run's calls, over the clients that stayed connected.
+    pub ended_seen: AtomicU64,
+    /// Clients connected from before the first call to the end of the run.
+    pub stayed: AtomicU64,
     pub errors: std::sync::Mutex<Vec<String>>,
 }
 
@@ -37,9 +43,11 @@ impl SseTotals {
 }
 
 /// Starts `n` clients; they stop when `stop` turns true.
+/// `sid_prefix` picks this run's calls out of the stream.
 pub(crate) fn spawn_clients(
     target: &Target,
     n: usize,
+    sid_prefix: &str,
     stop: watch::Receiver<bool>,
 ) -> (Arc<SseTotals>, Vec<tokio::task::JoinHandle<()>>) {
     let totals = Arc::new(SseTotals::default());
@@ -48,13 +56,19 @@ pub(crate) fn spawn_clients(
             let target = target.clone();
             let totals = totals.clone();
             let stop = stop.clone();
-            tokio::spawn(client(target, totals, stop))
+            let prefix = sid_prefix.to_owned();
+            tokio::spawn(client(target, totals, prefix, stop))
         })
         .collect();
     (totals, handles)
 }
 
-async fn client(target: Target, totals: Arc<SseTotals>, mut stop: watch::Receiver<bool>) {
+async fn client(
+    target: Target,
+    totals: Arc<SseTotals>,
+    sid_prefix: String,
+    mut stop: watch::Receiver<bool>,
+) {
     let req = target
         .api(reqwest::Method::GET, "/api/v1/calls/events")
         .header("accept", "text/event-stream")
@@ -71,10 +85,17 @@ async fn client(target: Target, totals: Arc<SseTotals>, mut stop: watch::Receive
     };
     totals.connected.fetch_add(1, Ordering::Relaxed);
     let mut body = resp.bytes_stream();
-    let mut parser = Parser::default();
+    let mut parser = Parser {
+        sid_prefix,
+        ..Parser::default()
+    };
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                totals.stayed.fetch_add(1, Ordering::Relaxed);
+                totals.ended_seen.fetch_add(parser.ended_seen, Ordering::Relaxed);
+                return;
+            }
             chunk = body.next() => match chunk {
                 Some(Ok(bytes)) => {
                     let (events, dropped) = parser.feed(&bytes);
@@ -100,6 +121,9 @@ async fn client(target: Target, totals: Arc<SseTotals>, mut stop: watch::Receive
 /// An incremental `text/event-stream` reader: whole lines only, events end at a blank line.
 #[derive(Default)]
 struct Parser {
+    sid_prefix: String,
+    /// `call_ended` events whose `call_sid` starts with `sid_prefix`.
+    ended_seen: u64,
     pending: Vec<u8>,
     name: String,
     data: String,
@@ -156,10 +180,19 @@ impl Parser {
         (events, dropped)
     }
 
-    fn dispatch(&self) -> u64 {
+    fn dispatch(&mut self) -> u64 {
         let named = matches!(self.name.as_str(), "lagged" | "dropped" | "overflow");
-        let counted = serde_json::from_str::<Value>(&self.data)
-            .ok()
+        let data = serde_json::from_str::<Value>(&self.data).ok();
+        if self.name == "call_ended"
+            && data.as_ref().is_some_and(|v| {
+                v["call_sid"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(&self.sid_prefix))
+            })
+        {
+            self.ended_seen += 1;
+        }
+        let counted = data
             .map(|v| {
                 ["dropped", "lagged", "missed"]
                     .iter()
@@ -188,5 +221,9 @@ mod tests {
         assert_eq!(p.feed(b"ta: {}\n\nid: 5\ndata: {}\n\n"), (2, 2));
         assert_eq!(p.feed(b"event: lagged\ndata: {\"dropped\":7}\n\n"), (1, 7));
         assert_eq!(p.feed(b"event: lagged\ndata: oops\r\n\r\n"), (1, 1));
+        p.sid_prefix = "CA0001".into();
+        p.feed(b"event: call_ended\ndata: {\"call_sid\":\"CA0001ff\"}\n\n");
+        p.feed(b"event: call_ended\ndata: {\"call_sid\":\"CA0002ff\"}\n\n");
+        assert_eq!(p.ended_seen, 1);
     }
 }
