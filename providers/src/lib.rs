@@ -7,6 +7,8 @@
 //! - [`openai`]: [`openai::OpenAiChat`], the `LlmClient` for any OpenAI-compatible server.
 //! - [`speech`]: [`speech::OpenAiSpeech`], the `SpeechSynth` for `/audio/speech`, and the
 //!   24 kHz → 8 kHz resampler.
+//! - [`deepgram`]: [`deepgram::DeepgramStt`], the `SpeechRecognizer` for Deepgram's live
+//!   `/v1/listen` WebSocket (message parsing and utterance assembly are pure).
 //! - [`standins`]: a small loopback server speaking OpenAI-compatible chat and speech, for the
 //!   demo, end-to-end tests and load tests.
 //!
@@ -56,6 +58,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chat;
+pub mod deepgram;
 pub mod openai;
 pub mod speech;
 pub mod sse;
