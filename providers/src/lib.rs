@@ -9,6 +9,8 @@
 //!   24 kHz → 8 kHz resampler.
 //! - [`deepgram`]: [`deepgram::DeepgramStt`], the `SpeechRecognizer` for Deepgram's live
 //!   `/v1/listen` WebSocket (message parsing and utterance assembly are pure).
+//! - [`elevenlabs`]: [`elevenlabs::ElevenLabsSpeech`], the `SpeechSynth` for ElevenLabs'
+//!   streaming text to speech (mu-law 8 kHz straight from the vendor).
 //! - [`standins`]: a small loopback server speaking OpenAI-compatible chat and speech, for the
 //!   demo, end-to-end tests and load tests.
 //!
@@ -59,6 +61,7 @@
 
 pub mod chat;
 pub mod deepgram;
+pub mod elevenlabs;
 pub mod openai;
 pub mod speech;
 pub mod sse;
