@@ -11,8 +11,9 @@
 //!   `/v1/listen` WebSocket (message parsing and utterance assembly are pure).
 //! - [`elevenlabs`]: [`elevenlabs::ElevenLabsSpeech`], the `SpeechSynth` for ElevenLabs'
 //!   streaming text to speech (mu-law 8 kHz straight from the vendor).
-//! - [`standins`]: a small loopback server speaking OpenAI-compatible chat and speech, for the
-//!   demo, end-to-end tests and load tests.
+//! - [`standins`]: a small loopback server speaking OpenAI-compatible chat and speech,
+//!   Deepgram-compatible live STT and ElevenLabs-compatible TTS, for the demo, end-to-end tests
+//!   and load tests.
 //!
 //! **Architecture Invariant:** the production code paths are the same against a vendor and
 //! against the stand-ins; the stand-ins are reached over a real socket, never by a shortcut.

@@ -1,5 +1,7 @@
-//! Local stand-ins for the LLM and TTS vendors: one small HTTP server on loopback speaking the
-//! same public protocols — OpenAI-compatible streaming chat completions and `/audio/speech`.
+//! Local stand-ins for the LLM, TTS and STT vendors: one small HTTP server on loopback speaking
+//! the same public protocols — OpenAI-compatible streaming chat completions and `/audio/speech`,
+//! ElevenLabs-compatible `/v1/text-to-speech/{voice_id}/stream` (mu-law 8 kHz), and a
+//! Deepgram-compatible live `/v1/listen` WebSocket ([`listen`]).
 //!
 //! They are what the demo, the end-to-end tests and the load tests talk to when no API key is
 //! set, through the same production clients. Replies are deterministic (an echo of the caller,
@@ -7,7 +9,9 @@
 //! the clients must survive (HTTP 500/429, a non-SSE body, a garbage event, no `[DONE]`, a stall
 //! before the first token). Every request body is recorded, and streams whose client hung up
 //! before the end are counted — that is how tests prove that cancellation closes the connection.
-//! Never here: speech-to-text, authentication, or anything an OpenAI client would not see.
+//! The chat stand-in answers a request whose last message is a `tool` result with text, so a
+//! two-step tool round trip ends.
+//! Never here: authentication, or anything a vendor's client would not see.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -20,10 +24,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::sync::watch;
+
+mod listen;
+
+pub use listen::SttRequest;
 
 /// Request bodies kept for [`Standins::requests`]; older ones are dropped so a load test does
 /// not grow memory without bound.
@@ -44,9 +52,21 @@ pub struct StandinConfig {
     pub speech_ms_per_char: u32,
     /// Before the speech response is sent.
     pub speech_latency: Duration,
-    /// Answer every speech request with this status and an OpenAI-style error body.
+    /// Answer every speech request (OpenAI and ElevenLabs) with this status and the vendor's
+    /// error body.
     pub speech_status: Option<u16>,
     pub fault: Fault,
+    /// What the STT stand-in hears in audio that is not scripted caller speech
+    /// (`switchboard_twilio::scripted`): these lines in turn, cycling; empty → `"hello"`.
+    pub stt_script: Vec<String>,
+    /// Close each STT session's first connection abruptly (no close frame) after this many
+    /// utterances; later connections of the session (same `extra=call_sid:..`) are left alone.
+    pub stt_drop_after_utterances: Option<u32>,
+    /// Before each final STT result.
+    pub stt_final_delay: Duration,
+    /// Refuse every `/v1/listen` handshake with this status and a Deepgram-style error body
+    /// (401 → `INVALID_AUTH`).
+    pub stt_status: Option<u16>,
 }
 
 impl Default for StandinConfig {
@@ -59,6 +79,10 @@ impl Default for StandinConfig {
             speech_latency: Duration::from_millis(100),
             speech_status: None,
             fault: Fault::None,
+            stt_script: Vec::new(),
+            stt_drop_after_utterances: None,
+            stt_final_delay: Duration::from_millis(50),
+            stt_status: None,
         }
     }
 }
@@ -70,6 +94,7 @@ impl StandinConfig {
             ttft: Duration::ZERO,
             token_delay: Duration::ZERO,
             speech_latency: Duration::ZERO,
+            stt_final_delay: Duration::ZERO,
             ..Self::default()
         }
     }
@@ -81,8 +106,9 @@ pub struct ReplyScript {
     /// Always this text. `None`: `"You said: <first 8 words of the last user message>. How else
     /// can I help?"`.
     pub fixed_text: Option<String>,
-    /// Checked in order; the first whose trigger occurs in the last user message (ignoring case)
-    /// is answered with that tool call instead of text.
+    /// Checked in order when the request's last message is the user's; the first whose trigger
+    /// occurs in it (ignoring case) is answered with that tool call instead of text. A request
+    /// ending with a `tool` message is answered `"Done. <start of the tool result>"`.
     pub tool_calls: Vec<ScriptedToolCall>,
 }
 
@@ -126,6 +152,17 @@ struct Shared {
     config: Mutex<StandinConfig>,
     requests: Mutex<VecDeque<Value>>,
     speech_requests: Mutex<VecDeque<Value>>,
+    elevenlabs_requests: Mutex<VecDeque<Value>>,
+    stt_requests: Mutex<VecDeque<SttRequest>>,
+    /// `type` of every text message STT clients sent (`KeepAlive`, `CloseStream`, ...).
+    stt_control_messages: Mutex<VecDeque<String>>,
+    /// STT sessions (by `extra=call_sid:..`) that have connected at least once.
+    stt_sessions: Mutex<std::collections::HashSet<String>>,
+    stt_connections: AtomicU64,
+    stt_refused: AtomicU64,
+    stt_dropped: AtomicU64,
+    stt_closed_streams: AtomicU64,
+    stt_script_cursor: AtomicU64,
     closed_early: AtomicU64,
     completions: AtomicU64,
     /// Chat requests received, for `StallFirstRequests`.
@@ -144,6 +181,15 @@ pub async fn spawn_standins(bind: SocketAddr, config: StandinConfig) -> std::io:
         config: Mutex::new(config),
         requests: Mutex::new(VecDeque::new()),
         speech_requests: Mutex::new(VecDeque::new()),
+        elevenlabs_requests: Mutex::new(VecDeque::new()),
+        stt_requests: Mutex::new(VecDeque::new()),
+        stt_control_messages: Mutex::new(VecDeque::new()),
+        stt_sessions: Mutex::new(std::collections::HashSet::new()),
+        stt_connections: AtomicU64::new(0),
+        stt_refused: AtomicU64::new(0),
+        stt_dropped: AtomicU64::new(0),
+        stt_closed_streams: AtomicU64::new(0),
+        stt_script_cursor: AtomicU64::new(0),
         closed_early: AtomicU64::new(0),
         completions: AtomicU64::new(0),
         chat_requests: AtomicU64::new(0),
@@ -153,6 +199,12 @@ pub async fn spawn_standins(bind: SocketAddr, config: StandinConfig) -> std::io:
     let app = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/audio/speech", post(speech))
+        .route(
+            "/v1/text-to-speech/{voice_id}/stream",
+            post(elevenlabs_speech),
+        )
+        .route("/v1/text-to-speech/{voice_id}", post(elevenlabs_speech))
+        .route("/v1/listen", get(listen::listen))
         .with_state(shared.clone());
     let accepted = shared.connections.clone();
     let listener = listener.tap_io(move |tcp| {
@@ -173,7 +225,7 @@ pub async fn spawn_standins(bind: SocketAddr, config: StandinConfig) -> std::io:
             tracing::warn!(%error, "stand-in server stopped with an error");
         }
     });
-    tracing::info!(%addr, "stand-ins (OpenAI-compatible chat and speech) listening");
+    tracing::info!(%addr, "stand-ins (chat, speech, live STT) listening");
     Ok(Standins {
         addr,
         shared,
@@ -192,6 +244,12 @@ impl Standins {
         format!("http://{}/v1", self.addr)
     }
 
+    /// The vendor root, e.g. `http://127.0.0.1:PORT`: the `base_url` for
+    /// [`crate::deepgram::DeepgramConfig`] and [`crate::elevenlabs::ElevenLabsConfig`].
+    pub fn root_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// Chat request bodies received, oldest first (the last 4096).
     pub fn requests(&self) -> Vec<Value> {
         lock(&self.shared.requests).iter().cloned().collect()
@@ -200,6 +258,56 @@ impl Standins {
     /// Speech request bodies received, oldest first (the last 4096).
     pub fn speech_requests(&self) -> Vec<Value> {
         lock(&self.shared.speech_requests).iter().cloned().collect()
+    }
+
+    /// ElevenLabs requests received, oldest first (the last 4096): `{"voice_id",
+    /// "output_format", "api_key" (the `xi-api-key` header or null), "body"}`.
+    pub fn elevenlabs_requests(&self) -> Vec<Value> {
+        lock(&self.shared.elevenlabs_requests)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// `/v1/listen` handshakes received (accepted or refused), oldest first (the last 4096).
+    pub fn stt_requests(&self) -> Vec<SttRequest> {
+        lock(&self.shared.stt_requests).iter().cloned().collect()
+    }
+
+    /// The query of every `/v1/listen` handshake, oldest first.
+    pub fn stt_queries(&self) -> Vec<Vec<(String, String)>> {
+        lock(&self.shared.stt_requests)
+            .iter()
+            .map(|r| r.query.clone())
+            .collect()
+    }
+
+    /// STT WebSocket connections accepted so far.
+    pub fn stt_connections(&self) -> u64 {
+        self.shared.stt_connections.load(Ordering::SeqCst)
+    }
+
+    /// `/v1/listen` handshakes refused (bad query or `stt_status`).
+    pub fn stt_refused(&self) -> u64 {
+        self.shared.stt_refused.load(Ordering::SeqCst)
+    }
+
+    /// STT connections closed abruptly by `stt_drop_after_utterances`.
+    pub fn stt_dropped(&self) -> u64 {
+        self.shared.stt_dropped.load(Ordering::SeqCst)
+    }
+
+    /// STT streams ended by the client's `CloseStream` (flushed, `Metadata` sent, closed).
+    pub fn stt_closed_streams(&self) -> u64 {
+        self.shared.stt_closed_streams.load(Ordering::SeqCst)
+    }
+
+    /// The `type` of every text message STT clients sent, oldest first (the last 4096).
+    pub fn stt_control_messages(&self) -> Vec<String> {
+        lock(&self.shared.stt_control_messages)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Streams whose client disconnected before the stream's end.
@@ -264,11 +372,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn record(list: &Mutex<VecDeque<Value>>, body: Value) {
+    record_bounded(list, body);
+}
+
+fn record_bounded<T>(list: &Mutex<VecDeque<T>>, item: T) {
     let mut list = lock(list);
     if list.len() == MAX_RECORDED {
         list.pop_front();
     }
-    list.push_back(body);
+    list.push_back(item);
 }
 
 fn openai_error(status: StatusCode, message: &str, kind: &str) -> Response {
@@ -282,6 +394,36 @@ fn openai_error(status: StatusCode, message: &str, kind: &str) -> Response {
 enum Answer {
     Text(String),
     ToolCall(ScriptedToolCall),
+}
+
+/// The request's last message when it is a tool result: the text to answer with.
+fn tool_result_answer(body: &Value) -> Option<String> {
+    let last = body.get("messages")?.as_array()?.last()?;
+    if last.get("role").and_then(Value::as_str) != Some("tool") {
+        return None;
+    }
+    // Content is a string, or (newer clients) an array of `{"type":"text","text":..}` parts.
+    let content = match last.get("content") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    let excerpt: String = content.chars().take(80).collect();
+    Some(format!("Done. {excerpt}").trim_end().to_owned())
+}
+
+/// Whether the request ends with the user speaking (only then may a scripted tool call fire).
+fn ends_with_user(body: &Value) -> bool {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .and_then(|messages| messages.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        == Some("user")
 }
 
 fn last_user_message(body: &Value) -> String {
@@ -395,7 +537,20 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
         .and_then(Value::as_str)
         .unwrap_or("standin")
         .to_owned();
-    let answer = choose_answer(&config.reply, &last_user_message(&request));
+    let answer = match tool_result_answer(&request) {
+        Some(text) => Answer::Text(text),
+        None if ends_with_user(&request) => {
+            choose_answer(&config.reply, &last_user_message(&request))
+        }
+        None => {
+            // Only a user turn may trigger a scripted tool call.
+            let script = ReplyScript {
+                tool_calls: Vec::new(),
+                ..config.reply.clone()
+            };
+            choose_answer(&script, &last_user_message(&request))
+        }
+    };
     let streaming = request.get("stream").and_then(Value::as_bool) == Some(true);
     if !streaming {
         return non_streaming(&model, answer);
@@ -662,6 +817,99 @@ async fn speech(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         .into_response()
 }
 
+// === ElevenLabs speech ===
+
+/// ElevenLabs' error shape: `{"detail": {"status", "message"}}`.
+fn elevenlabs_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let body = json!({"detail": {"status": kind, "message": message}});
+    (status, axum::Json(body)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ElevenLabsQuery {
+    output_format: Option<String>,
+}
+
+async fn elevenlabs_speech(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(voice_id): axum::extract::Path<String>,
+    axum::extract::Query(query): axum::extract::Query<ElevenLabsQuery>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let api_key = headers
+        .get("xi-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    record(
+        &shared.elevenlabs_requests,
+        json!({
+            "voice_id": voice_id,
+            "output_format": query.output_format,
+            "api_key": api_key,
+            "body": request,
+        }),
+    );
+    let config = lock(&shared.config).clone();
+    if !config.speech_latency.is_zero() {
+        tokio::time::sleep(config.speech_latency).await;
+    }
+    if let Some(code) = config.speech_status {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return match code {
+            401 => elevenlabs_error(status, "invalid_api_key", "Invalid API key"),
+            _ => elevenlabs_error(status, "standin_fault", "stand-in fault injected"),
+        };
+    }
+    let Some(text) = request.get("text").and_then(Value::as_str) else {
+        let body = json!({"detail": [{"loc": ["body", "text"], "msg": "field required", "type": "value_error.missing"}]});
+        return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response();
+    };
+    // ElevenLabs caps a request's text too; it also bounds what a load test can make us allocate.
+    if text.chars().count() > MAX_SPEECH_INPUT_CHARS {
+        return elevenlabs_error(
+            StatusCode::BAD_REQUEST,
+            "text_too_long",
+            &format!("text is longer than {MAX_SPEECH_INPUT_CHARS} characters"),
+        );
+    }
+    let format = query.output_format.as_deref().unwrap_or("mp3_44100_128");
+    if format != "ulaw_8000" {
+        return elevenlabs_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_output_format",
+            &format!("the stand-in only produces output_format ulaw_8000, not {format:?}"),
+        );
+    }
+    let duration_ms = text.chars().count() as u64 * u64::from(config.speech_ms_per_char);
+    let audio = synthetic_mulaw(duration_ms);
+    // Streamed in 100 ms pieces, as the vendor streams audio while it is generated.
+    let pieces: Vec<Result<Bytes, std::io::Error>> = audio
+        .chunks(800)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "audio/basic")],
+        Body::from_stream(futures::stream::iter(pieces)),
+    )
+        .into_response()
+}
+
+/// The 200 Hz tone of [`synthetic_pcm`] at 8 kHz, G.711 mu-law, `duration_ms` long.
+pub fn synthetic_mulaw(duration_ms: u64) -> Vec<u8> {
+    let samples: Vec<i16> = (0..duration_ms as usize * 8)
+        .map(|n| {
+            let t = n as f32 / 8_000.0;
+            (2000.0 * (2.0 * std::f32::consts::PI * 200.0 * t).sin()) as i16
+        })
+        .collect();
+    let mut mulaw = Vec::with_capacity(samples.len());
+    switchboard_twilio::audio::encode_mulaw(&samples, &mut mulaw);
+    mulaw
+}
+
 /// A quiet 200 Hz tone, 24 kHz 16-bit little-endian mono, `duration_ms` long.
 pub fn synthetic_pcm(duration_ms: u64) -> Vec<u8> {
     let samples = duration_ms as usize * 24;
@@ -716,6 +964,42 @@ mod tests {
         assert_eq!(word_pieces(text).concat(), text);
         let args = "{\"city\":\"Zürich\",\"days\":3}";
         assert_eq!(argument_pieces(args).concat(), args);
+    }
+
+    #[test]
+    fn a_tool_result_is_answered_with_text_and_only_a_user_turn_triggers_tools() {
+        let request = json!({"messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "What's the weather?"},
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 degrees in Paris"}
+        ]});
+        assert_eq!(
+            tool_result_answer(&request).as_deref(),
+            Some("Done. Sunny, 21 degrees in Paris")
+        );
+        assert!(!ends_with_user(&request));
+        let long = json!({"messages": [{"role": "tool", "tool_call_id": "c", "content": "x".repeat(200)}]});
+        assert_eq!(
+            tool_result_answer(&long).unwrap().len(),
+            "Done. ".len() + 80
+        );
+        let user_last = json!({"messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(tool_result_answer(&user_last), None);
+        assert!(ends_with_user(&user_last));
+        assert_eq!(tool_result_answer(&json!({"messages": "nope"})), None);
+        assert_eq!(
+            tool_result_answer(&json!({"messages": [{"role": "tool", "content": null}]}))
+                .as_deref(),
+            Some("Done.")
+        );
+    }
+
+    #[test]
+    fn synthetic_mulaw_length_follows_duration() {
+        assert_eq!(synthetic_mulaw(1000).len(), 8000);
+        assert!(synthetic_mulaw(0).is_empty());
     }
 
     #[test]
