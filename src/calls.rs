@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use switchboard_actors::machine::MachineConfig;
 use switchboard_actors::phone::{self, Region};
-use switchboard_actors::ports::{SpeechSynth, SystemClock};
+use switchboard_actors::ports::{SpeechRecognizer, SpeechSynth, SystemClock};
 use switchboard_actors::{GreetingSource, Ports, Runtime, RuntimeConfig};
+use switchboard_providers::deepgram::{DeepgramConfig, DeepgramStt};
+use switchboard_providers::elevenlabs::{ElevenLabsConfig, ElevenLabsSpeech};
 use switchboard_providers::openai::{OpenAiChat, OpenAiChatConfig};
 use switchboard_providers::speech::{OpenAiSpeech, OpenAiSpeechConfig};
 use switchboard_providers::standins::{StandinConfig, Standins, spawn_standins};
 
-use crate::config::{Config, TwilioMode};
+use crate::config::{Config, TtsProvider, TwilioMode};
 use crate::redis_cache::RedisContextCache;
 use crate::store::{DbCell, SqlStore};
 use switchboard_actors::cache::SharedContextCache;
@@ -27,6 +29,8 @@ pub struct CallService {
     pub region: Region,
     /// The local provider stand-ins, when no provider URL is configured.
     pub standins: Option<Standins>,
+    /// Speech to text for Media Streams calls (one session per call, opened by the edge).
+    pub stt: Arc<dyn SpeechRecognizer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +55,19 @@ pub fn runtime_config(config: &Config) -> RuntimeConfig {
     } else {
         prefetch.timeout_ms
     };
+    let conversation = &config.conversation;
     let machine = MachineConfig {
         greeting: config.twilio.welcome_greeting.trim().to_owned(),
         greeting_wait_ms,
         context_deadline_ms: prefetch.timeout_ms + 500,
         llm_deadline_ms: config.llm.timeout_ms + 1_000,
+        filler: conversation.filler.trim().to_owned(),
+        filler_after_ms: conversation.filler_after_ms,
+        max_fillers: conversation.max_fillers,
+        max_tool_rounds: conversation.max_tool_rounds,
+        max_prompt_tokens: conversation.max_prompt_tokens,
+        offer_tools: conversation.tools,
+        silence_timeout_ms: conversation.silence_timeout_ms,
         ..MachineConfig::default()
     };
     RuntimeConfig {
@@ -69,6 +81,7 @@ pub fn runtime_config(config: &Config) -> RuntimeConfig {
         cache_max_entries: config.cache.max_entries,
         max_buffered_rows: config.persistence.max_buffered_rows,
         summary_deadline: Duration::from_millis(config.persistence.summary_timeout_ms),
+        tool_deadline: Duration::from_millis(conversation.tool_timeout_ms),
         ..RuntimeConfig::default()
     }
 }
@@ -84,7 +97,10 @@ pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
         "" => llm_base.clone(),
         url => url.to_owned(),
     };
-    let standins = if llm_base.is_empty() || tts_base.is_empty() {
+    let stt_base = config.stt.base_url.trim().trim_end_matches('/').to_owned();
+    let elevenlabs = config.tts.provider == TtsProvider::Elevenlabs;
+    let needs_standins = llm_base.is_empty() || tts_base.is_empty() || stt_base.is_empty();
+    let standins = if needs_standins {
         let s = spawn_standins(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             StandinConfig::default(),
@@ -128,27 +144,54 @@ pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
         },
         http.clone(),
     );
-    let speech = Arc::new(OpenAiSpeech::with_client(
-        OpenAiSpeechConfig {
-            base_url: or_standin(&tts_base),
-            api_key,
-            model: config.tts.model.clone(),
-            voice: config.tts.voice.clone(),
-            timeout: Duration::from_millis(config.tts.timeout_ms),
-        },
-        http,
-    ));
+    let tts_key = Some(config.tts.api_key.expose().to_owned()).filter(|k| !k.is_empty());
+    let speech: Arc<dyn SpeechSynth> = if elevenlabs {
+        let base = config.tts.base_url.trim().trim_end_matches('/');
+        Arc::new(ElevenLabsSpeech::with_client(
+            ElevenLabsConfig {
+                base_url: or_standin(base),
+                api_key: tts_key,
+                voice_id: config.tts.voice.clone(),
+                model_id: config.tts.model.clone(),
+                timeout: Duration::from_millis(config.tts.timeout_ms),
+            },
+            http.clone(),
+        ))
+    } else {
+        Arc::new(OpenAiSpeech::with_client(
+            OpenAiSpeechConfig {
+                base_url: or_standin(&tts_base),
+                api_key: tts_key.or(api_key),
+                model: config.tts.model.clone(),
+                voice: config.tts.voice.clone(),
+                timeout: Duration::from_millis(config.tts.timeout_ms),
+            },
+            http.clone(),
+        ))
+    };
+    let stt = Arc::new(DeepgramStt::new(DeepgramConfig {
+        base_url: or_standin(&stt_base),
+        api_key: Some(config.stt.api_key.expose().to_owned()).filter(|k| !k.is_empty()),
+        model: config.stt.model.clone(),
+        language: Some(config.stt.language.clone()).filter(|l| !l.trim().is_empty()),
+        endpointing_ms: config.stt.endpointing_ms as u32,
+        utterance_end_ms: config.stt.utterance_end_ms as u32,
+        ..DeepgramConfig::default()
+    }));
     let greeting_audio = greeting_audio(config, speech.as_ref()).await?;
+    let fallback_audio = fallback_audio(config, speech.as_ref()).await;
     let relay = config.twilio.mode == TwilioMode::Relay;
     let ports = Ports {
         crm: store.clone(),
         conversations: store.clone(),
-        names: store,
+        names: store.clone(),
+        tasks: store,
         llm: Arc::new(llm),
         speech,
         greeting: GreetingSource {
             audio: greeting_audio,
             relay_spoken_by_twilio: relay && !config.twilio.welcome_greeting.trim().is_empty(),
+            fallback_audio,
         },
         clock: Arc::new(SystemClock),
         journal: Some(Arc::new(crate::journal::FileJournal::new(
@@ -165,7 +208,24 @@ pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
         db,
         region,
         standins,
+        stt,
     })
+}
+
+/// The TTS fallback line, rendered now so it can play when synthesis fails mid-call.
+async fn fallback_audio(config: &Config, speech: &dyn SpeechSynth) -> Option<Arc<[u8]>> {
+    let line = config.tts.fallback_line.trim();
+    if line.is_empty() || config.twilio.mode == TwilioMode::Relay {
+        return None;
+    }
+    match speech.synthesize(line).await {
+        Ok(audio) if !audio.is_empty() => Some(Arc::from(audio)),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "TTS fallback line not pre-rendered; a failed line is skipped");
+            None
+        }
+    }
 }
 
 /// The Redis tier of the context cache when `cache.redis_url` is set. A URL the client refuses

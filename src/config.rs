@@ -22,13 +22,21 @@ pub const ENV_PREFIX: &str = "SWITCHBOARD__";
 pub const CONFIG_FILE_ENV: &str = "SWITCHBOARD_CONFIG";
 
 /// Keys whose values are never shown, not even in error messages.
-const SECRET_KEYS: &[&str] = &["twilio.auth_token", "llm.api_key", "operator.token"];
+const SECRET_KEYS: &[&str] = &[
+    "twilio.auth_token",
+    "llm.api_key",
+    "operator.token",
+    "tts.api_key",
+    "stt.api_key",
+];
 /// Keys holding URLs that may carry a password; shown with the password masked.
 const URL_KEYS: &[&str] = &[
     "database.url",
     "cache.redis_url",
     "llm.base_url",
     "tts.base_url",
+    "stt.base_url",
+    "log.otlp_endpoint",
 ];
 
 /// Inclusive ranges of the numeric keys.
@@ -48,12 +56,23 @@ const RANGES: &[(&str, i64, i64)] = &[
     ("llm.first_token_timeout_ms", 100, 120_000),
     ("llm.timeout_ms", 1_000, 600_000),
     ("tts.timeout_ms", 100, 120_000),
+    ("stt.endpointing_ms", 10, 10_000),
+    ("stt.utterance_end_ms", 1_000, 10_000),
+    ("conversation.filler_after_ms", 0, 60_000),
+    ("conversation.max_fillers", 0, 10),
+    ("conversation.max_tool_rounds", 0, 10),
+    ("conversation.max_prompt_tokens", 0, 1_000_000),
+    ("conversation.tool_timeout_ms", 10, 60_000),
+    ("conversation.silence_timeout_ms", 0, 600_000),
+    ("operator.sse_heartbeat_ms", 10, 600_000),
+    ("operator.sse_client_queue", 1, 1_000_000),
 ];
 
 /// Keys that take one of a fixed set of values.
 const CHOICES: &[(&str, &[&str])] = &[
     ("log.format", &["text", "json"]),
     ("twilio.mode", &["media", "relay"]),
+    ("tts.provider", &["openai", "elevenlabs"]),
 ];
 
 // === Config tree ===
@@ -68,6 +87,8 @@ pub struct Config {
     pub twilio: TwilioConfig,
     pub llm: LlmConfig,
     pub tts: TtsConfig,
+    pub stt: SttConfig,
+    pub conversation: ConversationConfig,
     pub operator: OperatorConfig,
     pub chaos: ChaosConfig,
     pub prefetch: PrefetchConfig,
@@ -99,6 +120,8 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A level or a tracing filter; `RUST_LOG` overrides it.
     pub level: String,
+    /// OTLP/HTTP collector base URL (`http://host:4318`); spans go to `{url}/v1/traces`. Empty = off.
+    pub otlp_endpoint: String,
 }
 
 #[derive(Clone, Deserialize)]
@@ -164,11 +187,52 @@ pub struct LlmConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TtsConfig {
-    /// Empty = same as `llm.base_url`.
+    pub provider: TtsProvider,
+    /// Empty = same as `llm.base_url` (openai) or the stand-in (elevenlabs).
     pub base_url: String,
+    /// Empty = `llm.api_key` (openai).
+    pub api_key: Secret,
+    /// Played when synthesizing a line fails (rendered once at start).
+    pub fallback_line: String,
     pub model: String,
     pub voice: String,
     pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TtsProvider {
+    /// OpenAI-compatible `/audio/speech` (PCM 24 kHz, resampled to 8 kHz mu-law).
+    Openai,
+    /// ElevenLabs-style streaming `/v1/text-to-speech/{voice}/stream` with `ulaw_8000` output.
+    Elevenlabs,
+}
+
+/// Speech to text for Media Streams calls (Deepgram's live API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SttConfig {
+    /// Empty = the built-in local stand-in.
+    pub base_url: String,
+    pub api_key: Secret,
+    pub model: String,
+    pub language: String,
+    pub endpointing_ms: u64,
+    pub utterance_end_ms: u64,
+}
+
+/// How the agent converses: tools, the context window, fillers, silence.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationConfig {
+    pub tools: bool,
+    pub tool_timeout_ms: u64,
+    pub max_tool_rounds: u32,
+    pub max_prompt_tokens: usize,
+    pub filler: String,
+    pub filler_after_ms: u64,
+    pub max_fillers: u32,
+    pub silence_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +240,20 @@ pub struct TtsConfig {
 pub struct OperatorConfig {
     /// Unset = operator API open.
     pub token: Secret,
+    /// The token also guards `/metrics` (false: scrapers need no token).
+    pub protect_metrics: bool,
+    /// The token also guards the dashboard page at `/` (its data routes are under `/api/v1/*`).
+    pub protect_dashboard: bool,
+    /// Interval of `event: heartbeat` on `/api/v1/calls/events`.
+    pub sse_heartbeat_ms: u64,
+    /// Events queued for one SSE client; a client that falls this far behind is dropped.
+    pub sse_client_queue: usize,
+}
+
+impl OperatorConfig {
+    pub fn sse_heartbeat(&self) -> Duration {
+        Duration::from_millis(self.sse_heartbeat_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -620,6 +698,13 @@ impl Layers {
             return Err(self.invalid(
                 "twilio.default_region",
                 "a two-letter region code such as \"US\"",
+            ));
+        }
+        let otlp = self.str_of("log.otlp_endpoint");
+        if !otlp.is_empty() && !has_scheme(otlp, &["http://", "https://"]) {
+            return Err(self.invalid(
+                "log.otlp_endpoint",
+                "empty, or an OTLP/HTTP collector URL such as \"http://127.0.0.1:4318\"",
             ));
         }
         if !has_scheme(self.str_of("server.public_url"), &["http://", "https://"]) {

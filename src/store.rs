@@ -8,7 +8,8 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use sqlx::Row;
 use switchboard_actors::ports::{
-    ConversationStore, CrmStore, CustomerRow, NameStore, PersistRecord, PortError,
+    ConversationStore, CrmStore, CustomerRow, NameStore, NewTask, PersistRecord, PortError,
+    TaskStore,
 };
 use switchboard_actors::{CallRecord, LastCall, TaskSummary};
 
@@ -353,6 +354,27 @@ impl NameStore for SqlStore {
         .fetch_one(db.pool())
         .await
         .map_err(|e| db_error("store name", e))?;
+        Ok(id)
+    }
+}
+
+#[async_trait]
+impl TaskStore for SqlStore {
+    async fn create_task(&self, task: &NewTask) -> Result<i64, PortError> {
+        let db = self.db.db()?;
+        let now = now_ms();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tasks (customer_id, title, status, priority, due_at_ms, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, 'pending', $3, $4, $5, $5) RETURNING id",
+        )
+        .bind(task.customer_id)
+        .bind(&task.title)
+        .bind(task.priority)
+        .bind(task.due_at_ms.map(|d| d as i64))
+        .bind(now)
+        .fetch_one(db.pool())
+        .await
+        .map_err(|e| db_error("create task", e))?;
         Ok(id)
     }
 }

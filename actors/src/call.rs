@@ -73,6 +73,13 @@ impl Actor for CallActor {
                     return Ok(()); // replayed, already applied before the snapshot
                 }
                 let now = st.services.clock.now_ms();
+                match &event {
+                    Event::CallerUtterance { is_final: true, .. } => {
+                        st.handle.turns.caller_finished()
+                    }
+                    Event::LlmToken { turn, .. } => st.handle.turns.first_token(*turn),
+                    _ => {}
+                }
                 let effects = st.machine.handle(now, event);
                 st.machine.set_applied_event_id(id);
                 st.handle.store_snapshot(Arc::new(st.machine.clone()));
@@ -133,7 +140,31 @@ fn execute(st: &CallActorState, effect: Effect) {
     let sid = &st.handle.sid;
     let s = &st.services;
     match effect {
-        Effect::Speak(speech) => st.handle.speak(speech),
+        Effect::Speak(speech) => {
+            st.handle.turns.speaking(speech.turn);
+            st.handle.speak(speech)
+        }
+        Effect::RunTool { turn, call, scope } => {
+            // Off the actor: a slow tool never blocks the call. The result always comes back
+            // (an error result at worst) and is journaled like any event, so a restarted actor
+            // gets it too; the machine never asks for the same tool-call id twice.
+            let ports = s.tools.clone();
+            let handle = Arc::downgrade(&st.handle);
+            let now = s.clock.now_ms();
+            tracing::info!(call_sid = %sid, tool = %call.name, "tool call");
+            tokio::spawn(async move {
+                let outcome = crate::tools::run(&ports, &call, &scope, now).await;
+                metrics::counter!("switchboard_tool_calls_total", "tool" => crate::tools::NAMES.iter().find(|n| **n == call.name).copied().unwrap_or("unknown"), "ok" => if outcome.ok { "true" } else { "false" }).increment(1);
+                if let Some(handle) = handle.upgrade() {
+                    let _ = handle.send(Event::ToolResult {
+                        turn,
+                        id: call.id,
+                        content: outcome.content,
+                        ok: outcome.ok,
+                    });
+                }
+            });
+        }
         Effect::ClearPlayback => st.handle.clear_playback(),
         Effect::FetchContext { phone } => {
             let bypass_cache = st

@@ -213,17 +213,71 @@ pub struct ConversationMessage {
     pub turn: Option<u64>,
 }
 
-/// A chat message in an LLM request (OpenAI roles).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A chat message in an LLM request (OpenAI roles and JSON shape).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// An assistant message that called tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ChatToolCall>>,
+    /// A `tool` message: the result of this call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    pub fn new(role: &str, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+            ..ChatMessage::default()
+        }
+    }
+}
+
+/// A tool call as it appears in an assistant message (`{"id", "type": "function", "function"}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: ChatFunctionCall,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatFunctionCall {
+    pub name: String,
+    /// JSON text, exactly as the model produced it.
+    pub arguments: String,
+}
+
+/// A complete tool call from the model (fragments already assembled).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCallRequest {
+    pub id: String,
+    pub name: String,
+    /// JSON text as the model produced it; may be invalid (the tool answers with an error).
+    pub arguments: String,
 }
 
 /// What the call asks the LLM for: a system prompt (with the `[CUSTOMER CONTEXT]` block) and turns.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LlmRequest {
     pub messages: Vec<ChatMessage>,
+    /// Offer the call's tools ([`crate::tools::definitions`]).
+    #[serde(default)]
+    pub tools: bool,
+}
+
+impl LlmRequest {
+    /// A plain request without tools.
+    pub fn plain(messages: Vec<ChatMessage>) -> Self {
+        LlmRequest {
+            messages,
+            tools: false,
+        }
+    }
 }
 
 /// A recorded state transition.

@@ -40,6 +40,162 @@ pub enum Outbound {
     Close {
         reason: String,
     },
+    /// Not sent: the writer records that a turn's first agent output goes out now.
+    Stamp(TurnStamp),
+}
+
+/// Marks, in the outbound queue, the first output of a measured turn.
+#[derive(Clone)]
+pub struct TurnStamp {
+    clock: Arc<TurnClock>,
+    turn: u64,
+}
+
+impl TurnStamp {
+    /// The writer reached the turn's first output.
+    pub fn record(&self) {
+        self.clock.first_output_sent(self.turn);
+    }
+}
+
+impl std::fmt::Debug for TurnStamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TurnStamp({})", self.turn)
+    }
+}
+
+impl PartialEq for TurnStamp {
+    fn eq(&self, other: &Self) -> bool {
+        self.turn == other.turn && Arc::ptr_eq(&self.clock, &other.clock)
+    }
+}
+
+impl Eq for TurnStamp {}
+
+/// One agent turn's latencies, from the end of the caller's speech (the final transcript, or the
+/// relay `prompt`): first LLM token, first TTS byte, first agent output handed to the socket.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TurnLatency {
+    pub turn: u64,
+    pub first_token_ms: Option<f64>,
+    pub first_tts_byte_ms: Option<f64>,
+    pub first_output_ms: f64,
+}
+
+/// Stamps the current turn's latencies and exports them as histograms. Only the turn that
+/// answers a caller utterance is measured (greetings and fillers-only turns are not).
+pub struct TurnClock {
+    transport: &'static str,
+    inner: Mutex<TurnClockInner>,
+}
+
+#[derive(Default)]
+struct TurnClockInner {
+    speech_end: Option<std::time::Instant>,
+    turn: Option<u64>,
+    first_token: Option<f64>,
+    first_tts: Option<f64>,
+    recent: VecDeque<TurnLatency>,
+}
+
+/// Latencies kept per call for operators.
+const RECENT_TURNS: usize = 16;
+
+impl TurnClock {
+    pub fn new(transport: Transport) -> Self {
+        TurnClock {
+            transport: transport.as_str(),
+            inner: Mutex::new(TurnClockInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TurnClockInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The caller finished an utterance: the next agent turn is measured from now.
+    pub fn caller_finished(&self) {
+        let mut c = self.lock();
+        c.speech_end = Some(std::time::Instant::now());
+        c.turn = None;
+        c.first_token = None;
+        c.first_tts = None;
+    }
+
+    /// Binds `turn` as the measured one if the caller just finished and none is bound yet.
+    fn bind(c: &mut TurnClockInner, turn: u64) -> Option<f64> {
+        let start = c.speech_end?;
+        match c.turn {
+            None => c.turn = Some(turn),
+            Some(t) if t != turn => return None,
+            Some(_) => {}
+        }
+        Some(start.elapsed().as_secs_f64() * 1000.0)
+    }
+
+    pub fn first_token(&self, turn: u64) {
+        let mut c = self.lock();
+        if c.first_token.is_none()
+            && let Some(ms) = Self::bind(&mut c, turn)
+        {
+            c.first_token = Some(ms);
+            metrics::histogram!("switchboard_turn_first_token_seconds", "transport" => self.transport)
+                .record(ms / 1000.0);
+        }
+    }
+
+    /// The agent speaks in `turn` (binds it when it is the first answer to the caller).
+    pub fn speaking(&self, turn: u64) {
+        let mut c = self.lock();
+        let _ = Self::bind(&mut c, turn);
+    }
+
+    pub fn first_tts_byte(&self, turn: u64) {
+        let mut c = self.lock();
+        if c.turn == Some(turn)
+            && c.first_tts.is_none()
+            && let Some(ms) = Self::bind(&mut c, turn)
+        {
+            c.first_tts = Some(ms);
+            metrics::histogram!("switchboard_turn_first_tts_byte_seconds", "transport" => self.transport)
+                .record(ms / 1000.0);
+        }
+    }
+
+    /// True when `turn` is measured and its first output has not gone out yet.
+    pub fn wants_stamp(&self, turn: u64) -> bool {
+        let c = self.lock();
+        c.speech_end.is_some() && c.turn == Some(turn)
+    }
+
+    fn first_output_sent(&self, turn: u64) {
+        let mut c = self.lock();
+        if c.turn != Some(turn) {
+            return;
+        }
+        let Some(start) = c.speech_end.take() else {
+            return;
+        };
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        metrics::histogram!("switchboard_turn_first_audio_seconds", "transport" => self.transport)
+            .record(ms / 1000.0);
+        let latency = TurnLatency {
+            turn,
+            first_token_ms: c.first_token.take(),
+            first_tts_byte_ms: c.first_tts.take(),
+            first_output_ms: ms,
+        };
+        c.turn = None;
+        if c.recent.len() == RECENT_TURNS {
+            c.recent.pop_front();
+        }
+        c.recent.push_back(latency);
+    }
+
+    /// The latest measured turns, oldest first.
+    pub fn recent(&self) -> Vec<TurnLatency> {
+        self.lock().recent.iter().cloned().collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -80,6 +236,8 @@ pub struct CallHandle {
     outbound_stuck: AtomicBool,
     /// Twilio stream status callbacks seen for this call (event, error).
     stream_events: Mutex<Vec<(String, Option<String>)>>,
+    /// Per-turn latencies.
+    pub turns: Arc<TurnClock>,
 }
 
 impl CallHandle {
@@ -110,6 +268,7 @@ impl CallHandle {
             ended: AtomicBool::new(false),
             outbound_stuck: AtomicBool::new(false),
             stream_events: Mutex::new(Vec::new()),
+            turns: Arc::new(TurnClock::new(transport)),
         });
         tokio::spawn(speaker_loop(
             Arc::downgrade(&handle),
@@ -266,6 +425,8 @@ pub struct GreetingSource {
     pub audio: Option<Arc<[u8]>>,
     /// ConversationRelay speaks the TwiML `welcomeGreeting` itself: do not send ours as text.
     pub relay_spoken_by_twilio: bool,
+    /// Pre-rendered short apology played when synthesis of a line fails (Media Streams).
+    pub fallback_audio: Option<Arc<[u8]>>,
 }
 
 async fn speaker_loop(
@@ -274,7 +435,8 @@ async fn speaker_loop(
     speech: Arc<dyn SpeechSynth>,
     greeting: GreetingSource,
 ) {
-    let greeting_audio = greeting.audio;
+    let greeting_audio = greeting.audio.clone();
+    let mut fallback_turn: Option<u64> = None;
     while let Some(job) = jobs.recv().await {
         let Some(h) = handle.upgrade() else { return };
         if job.clear_generation < h.clear_generation.load(Ordering::Acquire) {
@@ -286,6 +448,12 @@ async fn speaker_loop(
                 let generic_greeting = s.kind == SpeechKind::Greeting { personalized: None };
                 if generic_greeting && greeting.relay_spoken_by_twilio {
                     continue;
+                }
+                if !s.text.is_empty() && h.turns.wants_stamp(s.turn) {
+                    h.push_outbound(Outbound::Stamp(TurnStamp {
+                        clock: h.turns.clone(),
+                        turn: s.turn,
+                    }));
                 }
                 if !s.text.is_empty() || s.last {
                     h.push_outbound(Outbound::Text {
@@ -300,13 +468,24 @@ async fn speaker_loop(
                         Some(audio.clone())
                     }
                     _ => {
+                        let turns = h.turns.clone();
                         drop(h);
                         let rendered = speech.synthesize(&s.text).await;
                         match rendered {
-                            Ok(bytes) => Some(Arc::from(bytes)),
+                            Ok(bytes) => {
+                                turns.first_tts_byte(s.turn);
+                                Some(Arc::from(bytes))
+                            }
                             Err(e) => {
-                                tracing::warn!(error = %e, "speech synthesis failed; the line is skipped");
-                                None
+                                metrics::counter!("switchboard_tts_failures_total").increment(1);
+                                tracing::warn!(error = %e, "speech synthesis failed; the fallback line plays instead");
+                                // At most once per turn, so a dead TTS does not repeat it per sentence.
+                                if fallback_turn != Some(s.turn) {
+                                    fallback_turn = Some(s.turn);
+                                    greeting.fallback_audio.clone()
+                                } else {
+                                    None
+                                }
                             }
                         }
                     }
@@ -317,6 +496,12 @@ async fn speaker_loop(
                     continue;
                 }
                 if let Some(audio) = audio {
+                    if h.turns.wants_stamp(s.turn) {
+                        h.push_outbound(Outbound::Stamp(TurnStamp {
+                            clock: h.turns.clone(),
+                            turn: s.turn,
+                        }));
+                    }
                     h.push_outbound(Outbound::Audio(audio));
                 }
                 // The mark goes out even when synthesis failed, so the call never waits forever.

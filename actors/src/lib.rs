@@ -9,6 +9,7 @@
 //! - [`call`]: the call actor, a thin shell that feeds the machine and executes its effects.
 //! - [`supervisor`]: spawns call actors and restarts failed ones from their snapshot.
 //! - [`crm`], [`llm`], [`persistence`], [`names`]: the shared actors.
+//! - [`tools`]: the tools offered to the model (CRM lookups, `create_task`, `end_call`).
 //! - [`cache`]: the customer-context cache in front of the CRM store (memory tier, shared-tier port).
 //! - [`runtime`]: wires the shared actors and the supervisor together.
 //! - [`testing`]: in-memory implementations of the ports, for tests and benchmarks.
@@ -31,6 +32,7 @@ pub mod runtime;
 pub mod summary;
 pub mod supervisor;
 pub mod testing;
+pub mod tools;
 
 pub use domain::*;
 pub use handle::{CallHandle, GreetingSource, LiveCalls, Outbound, TransitionNotice};

@@ -1,5 +1,5 @@
-//! The Llm actor: starts streaming completions as tasks and forwards every piece of text to the
-//! call as an event. Cancelling a turn aborts its task, which drops the stream and so closes the
+//! The Llm actor: starts streaming completions as tasks and forwards every piece of text, and
+//! every complete tool call, to the call as an event. Cancelling a turn aborts its task, which drops the stream and so closes the
 //! provider connection. Concurrent streams are capped; past the cap a turn fails at once.
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use tokio::task::AbortHandle;
 use crate::domain::*;
 use crate::handle::LiveCalls;
 use crate::machine::Event;
-use crate::ports::LlmClient;
+use crate::ports::{LlmClient, LlmPiece};
 
 pub enum LlmMsg {
     Start {
@@ -87,19 +87,13 @@ impl Actor for LlmActor {
                 let (registered_tx, registered_rx) = tokio::sync::oneshot::channel::<()>();
                 let task = tokio::spawn(async move {
                     let _ = registered_rx.await;
-                    let mut stream = args.client.stream(request);
+                    let mut stream = args.client.stream_with_tools(request);
                     let mut outcome = Event::LlmDone { turn };
                     while let Some(piece) = stream.next().await {
-                        match piece {
-                            Ok(text) if text.is_empty() => {}
-                            Ok(text) => {
-                                if !args
-                                    .calls
-                                    .deliver(&call_sid, Event::LlmToken { turn, text })
-                                {
-                                    break; // the call is gone: stop paying for tokens
-                                }
-                            }
+                        let event = match piece {
+                            Ok(LlmPiece::Text(text)) if text.is_empty() => continue,
+                            Ok(LlmPiece::Text(text)) => Event::LlmToken { turn, text },
+                            Ok(LlmPiece::ToolCall(call)) => Event::LlmToolCall { turn, call },
                             Err(e) => {
                                 args.stats.failed.fetch_add(1, Ordering::Relaxed);
                                 outcome = Event::LlmFailed {
@@ -108,6 +102,9 @@ impl Actor for LlmActor {
                                 };
                                 break;
                             }
+                        };
+                        if !args.calls.deliver(&call_sid, event) {
+                            break; // the call is gone: stop paying for tokens
                         }
                     }
                     drop(stream);

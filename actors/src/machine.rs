@@ -86,6 +86,8 @@ pub enum TimerKind {
     LlmDeadline,
     /// The name extractor must answer by then, or the answer counts as "no name".
     NameDeadline,
+    /// The agent has been quiet too long while a reply is being prepared: say a filler line.
+    Filler,
 }
 
 /// An armed timer, kept in the machine so a restarted actor can re-arm it.
@@ -129,6 +131,18 @@ pub enum Event {
     LlmFailed {
         turn: u64,
         reason: String,
+    },
+    /// The model asked for a tool (fragments already assembled).
+    LlmToolCall {
+        turn: u64,
+        call: ToolCallRequest,
+    },
+    /// A tool answered (always, even on error: `content` is then a JSON `error`).
+    ToolResult {
+        turn: u64,
+        id: String,
+        content: String,
+        ok: bool,
     },
     NameCaptured {
         attempt: u32,
@@ -177,6 +191,8 @@ impl Event {
             Event::LlmToken { .. } => "llm_token",
             Event::LlmDone { .. } => "llm_done",
             Event::LlmFailed { .. } => "llm_failed",
+            Event::LlmToolCall { .. } => "llm_tool_call",
+            Event::ToolResult { .. } => "tool_result",
             Event::NameCaptured { .. } => "name_captured",
             Event::NameNotFound { .. } => "name_not_found",
             Event::Dtmf { .. } => "dtmf",
@@ -208,6 +224,10 @@ impl Event {
                 kind: TimerKind::NameDeadline,
                 ..
             } => "name_deadline",
+            Event::TimerFired {
+                kind: TimerKind::Filler,
+                ..
+            } => "filler_due",
             Event::Persisted => "persisted",
         }
     }
@@ -252,6 +272,12 @@ pub enum Effect {
     CancelLlm {
         turn: u64,
     },
+    /// Run a tool for the caller and answer with [`Event::ToolResult`].
+    RunTool {
+        turn: u64,
+        call: ToolCallRequest,
+        scope: crate::tools::ToolScope,
+    },
     ExtractName {
         attempt: u32,
         utterance: String,
@@ -294,6 +320,21 @@ pub struct MachineConfig {
     pub still_there: String,
     pub goodbye_silence: String,
     pub fatal_apology: String,
+    /// Said when the model ends the call (`end_call`).
+    pub goodbye: String,
+    /// Said while a reply takes long (slow model, tools running).
+    pub filler: String,
+    /// Quiet time while a reply is prepared before the filler is said (0: never).
+    pub filler_after_ms: u64,
+    /// Fillers per agent turn at most (then the LLM deadline brings the apology).
+    pub max_fillers: u32,
+    /// Offer the tools ([`crate::tools`]) to the model.
+    pub offer_tools: bool,
+    /// Tool round trips per agent turn at most; past it the model is asked to answer without.
+    pub max_tool_rounds: u32,
+    /// Estimated-token budget of a request's conversation part (0: no limit). The oldest turns
+    /// are dropped first; the system prompt and the latest caller line always stay.
+    pub max_prompt_tokens: usize,
     /// How long the greeting may wait for the context to personalise it (0: never wait).
     pub greeting_wait_ms: u64,
     pub max_name_attempts: u32,
@@ -319,6 +360,13 @@ impl Default for MachineConfig {
             still_there: "Are you still there?".into(),
             goodbye_silence: "I haven't heard anything, so I'll end the call now. Goodbye!".into(),
             fatal_apology: "I'm sorry, we're having technical difficulties. Please call back in a few minutes. Goodbye.".into(),
+            goodbye: "Thanks for calling. Goodbye!".into(),
+            filler: "One moment, please.".into(),
+            filler_after_ms: 1_500,
+            max_fillers: 2,
+            offer_tools: true,
+            max_tool_rounds: 3,
+            max_prompt_tokens: 3_000,
             greeting_wait_ms: 100,
             max_name_attempts: 2,
             silence_timeout_ms: 10_000,
@@ -336,6 +384,16 @@ struct Segment {
     mark: String,
     text: String,
     echoed: bool,
+}
+
+/// One tool call and its result, as kept for the prompt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolExchange {
+    /// The `Tool` line of the conversation that records it.
+    pub message_seq: u64,
+    pub call: ToolCallRequest,
+    pub result: String,
+    pub ok: bool,
 }
 
 /// What happens when an agent turn has been fully played.
@@ -356,8 +414,24 @@ struct AgentTurn {
     segments: Vec<Segment>,
     /// Generated text not yet cut into a speakable segment (media mode).
     pending: String,
-    /// The LLM is still streaming this turn.
+    /// The LLM is still streaming this turn (or its tools are running).
     generating: bool,
+    /// Tool calls of this turn whose results have not arrived.
+    #[serde(default)]
+    awaiting_tools: Vec<String>,
+    /// The current LLM stream ended (with tool calls still running).
+    #[serde(default)]
+    stream_done: bool,
+    /// The model called `end_call`: say goodbye and finish once the turn is over.
+    #[serde(default)]
+    end_call: bool,
+    #[serde(default)]
+    tool_rounds: u32,
+    /// The current LLM stream called at least one tool: its end starts a follow-up request.
+    #[serde(default)]
+    called_tools: bool,
+    #[serde(default)]
+    fillers: u32,
 }
 
 impl AgentTurn {
@@ -434,6 +508,12 @@ pub struct CallMachine {
     next_message_seq: u64,
     transitions: Arc<Vec<Transition>>,
     next_transition_seq: u64,
+    /// Every tool exchange of the call, linked to its `Tool` line in the conversation.
+    tool_log: Arc<Vec<ToolExchange>>,
+    /// Tool calls started and not answered yet: (turn, call).
+    tools_running: Vec<(u64, ToolCallRequest)>,
+    /// Ids of every tool call ever started: a tool call is run at most once.
+    tool_ids_seen: Vec<String>,
     next_turn: u64,
     next_mark: u64,
     agent: Option<AgentTurn>,
@@ -468,6 +548,9 @@ impl CallMachine {
             next_message_seq: 0,
             transitions: Arc::new(Vec::new()),
             next_transition_seq: 0,
+            tool_log: Arc::new(Vec::new()),
+            tools_running: Vec::new(),
+            tool_ids_seen: Vec::new(),
             next_turn: 0,
             next_mark: 0,
             agent: None,
@@ -517,6 +600,10 @@ impl CallMachine {
     }
     pub fn transitions(&self) -> &[Transition] {
         &self.transitions
+    }
+    /// Every tool exchange so far (call, result), in order.
+    pub fn tool_log(&self) -> &[ToolExchange] {
+        &self.tool_log
     }
     pub fn armed_timers(&self) -> &[ArmedTimer] {
         &self.armed
@@ -573,6 +660,13 @@ impl CallMachine {
             Event::LlmToken { turn, text } => self.on_llm_token(turn, name, text, &mut fx),
             Event::LlmDone { turn } => self.on_llm_done(now, turn, name, &mut fx),
             Event::LlmFailed { turn, reason: _ } => self.on_llm_failed(now, turn, name, &mut fx),
+            Event::LlmToolCall { turn, call } => self.on_tool_call(now, turn, name, call, &mut fx),
+            Event::ToolResult {
+                turn,
+                id,
+                content,
+                ok,
+            } => self.on_tool_result(now, turn, name, id, content, ok, &mut fx),
             Event::NameCaptured {
                 attempt: _,
                 name: captured,
@@ -811,6 +905,10 @@ impl CallMachine {
             return self.ignore(name, "no such LLM turn is streaming", fx);
         };
         if relay {
+            self.armed.retain(|t| t.kind != TimerKind::Filler);
+            let Some(agent) = self.agent.as_mut() else {
+                return;
+            };
             let mark = String::new();
             agent.segments.push(Segment {
                 mark: mark.clone(),
@@ -828,6 +926,9 @@ impl CallMachine {
         }
         agent.pending.push_str(&text);
         let pieces = split_speakable(&mut agent.pending, false);
+        if !pieces.is_empty() {
+            self.disarm(TimerKind::Filler);
+        }
         for piece in pieces {
             self.emit_segment(turn, piece, SpeechKind::Reply, false, fx);
         }
@@ -842,8 +943,22 @@ impl CallMachine {
         else {
             return self.ignore(name, "no such LLM turn is streaming", fx);
         };
+        if agent.stream_done {
+            return self.ignore(name, "the stream already ended", fx);
+        }
+        if !agent.awaiting_tools.is_empty() {
+            // Tools are running: the turn goes on when their results are in.
+            agent.stream_done = true;
+            self.flush_pending(turn, fx);
+            self.arm_filler(now, fx);
+            return;
+        }
+        if agent.called_tools {
+            return self.follow_up(now, fx);
+        }
         agent.generating = false;
-        self.armed.retain(|t| t.kind != TimerKind::LlmDeadline);
+        self.armed
+            .retain(|t| t.kind != TimerKind::LlmDeadline && t.kind != TimerKind::Filler);
         if relay {
             fx.push(Effect::Speak(Speech {
                 turn,
@@ -881,6 +996,215 @@ impl CallMachine {
         } else {
             self.maybe_complete_turn(now, fx);
         }
+    }
+
+    fn on_tool_call(
+        &mut self,
+        now: Millis,
+        turn: u64,
+        name: &'static str,
+        call: ToolCallRequest,
+        fx: &mut Vec<Effect>,
+    ) {
+        if self.tool_ids_seen.contains(&call.id) {
+            return self.ignore(name, "this tool call already ran", fx);
+        }
+        let current = self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.turn == turn && a.generating && !a.stream_done);
+        if !current {
+            return self.ignore(name, "no such LLM turn is streaming", fx);
+        }
+        self.tool_ids_seen.push(call.id.clone());
+        if call.name == crate::tools::END_CALL {
+            if let Some(agent) = self.agent.as_mut() {
+                agent.end_call = true;
+                agent.called_tools = true;
+            }
+            let content = serde_json::json!({ "ending": true }).to_string();
+            self.record_tool(now, call, content, true, fx);
+            return;
+        }
+        if let Some(agent) = self.agent.as_mut() {
+            agent.called_tools = true;
+            agent.awaiting_tools.push(call.id.clone());
+        }
+        self.tools_running.push((turn, call.clone()));
+        let scope = crate::tools::ToolScope {
+            customer_id: self.customer.as_ref().map(|c| c.customer_id),
+            phone: self.phone().map(str::to_owned),
+        };
+        fx.push(Effect::RunTool { turn, call, scope });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_tool_result(
+        &mut self,
+        now: Millis,
+        turn: u64,
+        name: &'static str,
+        id: String,
+        content: String,
+        ok: bool,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(idx) = self
+            .tools_running
+            .iter()
+            .position(|(t, c)| *t == turn && c.id == id)
+        else {
+            return self.ignore(name, "no such tool call is running", fx);
+        };
+        let (_, call) = self.tools_running.remove(idx);
+        // Kept in the context whatever became of the turn (a barge-in does not lose it).
+        self.record_tool(now, call, content, ok, fx);
+        let Some(agent) = self
+            .agent
+            .as_mut()
+            .filter(|a| a.turn == turn && a.generating)
+        else {
+            return;
+        };
+        agent.awaiting_tools.retain(|t| *t != id);
+        if agent.awaiting_tools.is_empty() && agent.stream_done {
+            self.follow_up(now, fx);
+        }
+    }
+
+    fn record_tool(
+        &mut self,
+        now: Millis,
+        call: ToolCallRequest,
+        result: String,
+        ok: bool,
+        fx: &mut Vec<Effect>,
+    ) {
+        let seq = self.next_message_seq;
+        let args = if call.arguments.trim().is_empty() {
+            "{}"
+        } else {
+            call.arguments.as_str()
+        };
+        let line = format!("{}({args}) -> {result}", call.name);
+        self.push_message(now, Role::Tool, line, false, fx);
+        Arc::make_mut(&mut self.tool_log).push(ToolExchange {
+            message_seq: seq,
+            call,
+            result,
+            ok,
+        });
+    }
+
+    /// The stream of this turn ended after calling tools and every result is in: ask the model
+    /// again with the results (or finish, when it asked to end the call).
+    fn follow_up(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let max_rounds = self.config.max_tool_rounds;
+        let Some(agent) = self.agent.as_mut() else {
+            return;
+        };
+        let turn = agent.turn;
+        agent.stream_done = false;
+        agent.called_tools = false;
+        agent.tool_rounds += 1;
+        if agent.end_call {
+            agent.generating = false;
+            agent.after = AfterTurn::Finalize;
+            let spoke = !agent.segments.is_empty() || !agent.pending.trim().is_empty();
+            self.armed
+                .retain(|t| t.kind != TimerKind::LlmDeadline && t.kind != TimerKind::Filler);
+            if !spoke {
+                self.agent = None;
+                let line = self.config.goodbye.clone();
+                self.say(now, line, AfterTurn::Finalize, fx);
+                return self.begin_finalizing(now, "agent_ended_call", "agent ended the call", fx);
+            }
+            if self.is_relay() {
+                fx.push(Effect::Speak(Speech {
+                    turn,
+                    mark: String::new(),
+                    text: String::new(),
+                    kind: SpeechKind::Reply,
+                    last: true,
+                }));
+            } else {
+                self.flush_pending_final(turn, fx);
+            }
+            return self.maybe_complete_turn(now, fx);
+        }
+        let offer_tools = agent.tool_rounds < max_rounds;
+        self.flush_pending(turn, fx);
+        let mut request = prompt::build_request(self);
+        request.tools = offer_tools && self.config.offer_tools;
+        fx.push(Effect::StartLlm { turn, request });
+        let after = self.config.llm_deadline_ms;
+        self.arm_timer(now, TimerKind::LlmDeadline, after, fx);
+        self.arm_filler(now, fx);
+    }
+
+    /// Media mode: speak the text generated so far that forms whole sentences.
+    fn flush_pending(&mut self, turn: u64, fx: &mut Vec<Effect>) {
+        if self.is_relay() {
+            return;
+        }
+        let Some(agent) = self.agent.as_mut() else {
+            return;
+        };
+        let pieces = split_speakable(&mut agent.pending, false);
+        for piece in pieces {
+            self.emit_segment(turn, piece, SpeechKind::Reply, false, fx);
+        }
+    }
+
+    /// Media mode: speak everything generated, the last piece marked as last.
+    fn flush_pending_final(&mut self, turn: u64, fx: &mut Vec<Effect>) {
+        let Some(agent) = self.agent.as_mut() else {
+            return;
+        };
+        let rest = split_speakable(&mut agent.pending, true);
+        let count = rest.len();
+        for (i, piece) in rest.into_iter().enumerate() {
+            self.emit_segment(turn, piece, SpeechKind::Reply, i + 1 == count, fx);
+        }
+    }
+
+    fn arm_filler(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let allowed = self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.generating && a.fillers < self.config.max_fillers);
+        if allowed && self.config.filler_after_ms > 0 {
+            let after = self.config.filler_after_ms;
+            self.arm_timer(now, TimerKind::Filler, after, fx);
+        }
+    }
+
+    /// A reply is taking long: say the filler as part of the turn, so the caller hears something.
+    fn say_filler(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let relay = self.is_relay();
+        let filler = self.config.filler.clone();
+        let Some(agent) = self.agent.as_mut().filter(|a| a.generating) else {
+            return;
+        };
+        agent.fillers += 1;
+        let turn = agent.turn;
+        if relay {
+            agent.segments.push(Segment {
+                mark: String::new(),
+                text: filler.clone(),
+                echoed: true,
+            });
+            fx.push(Effect::Speak(Speech {
+                turn,
+                mark: String::new(),
+                text: format!("{filler} "),
+                kind: SpeechKind::Line,
+                last: false,
+            }));
+        } else {
+            self.emit_segment(turn, filler, SpeechKind::Line, false, fx);
+        }
+        self.arm_filler(now, fx);
     }
 
     fn on_name_captured(
@@ -1016,6 +1340,7 @@ impl CallMachine {
                 self.on_context_unavailable(now, name, ContextStatus::TimedOut, fx);
             }
             TimerKind::NameDeadline => self.on_name_not_found(now, name, fx),
+            TimerKind::Filler => self.say_filler(now, fx),
             TimerKind::LlmDeadline => {
                 if let Some(turn) = self.generating_turn() {
                     fx.push(Effect::CancelLlm { turn });
@@ -1127,6 +1452,12 @@ impl CallMachine {
             }],
             pending: String::new(),
             generating: false,
+            awaiting_tools: Vec::new(),
+            stream_done: false,
+            end_call: false,
+            tool_rounds: 0,
+            called_tools: false,
+            fillers: 0,
         });
         fx.push(Effect::Speak(Speech {
             turn,
@@ -1212,6 +1543,12 @@ impl CallMachine {
             }],
             pending: String::new(),
             generating: false,
+            awaiting_tools: Vec::new(),
+            stream_done: false,
+            end_call: false,
+            tool_rounds: 0,
+            called_tools: false,
+            fillers: 0,
         });
         if relay {
             self.maybe_complete_turn(now, fx);
@@ -1254,11 +1591,18 @@ impl CallMachine {
             segments: Vec::new(),
             pending: String::new(),
             generating: true,
+            awaiting_tools: Vec::new(),
+            stream_done: false,
+            end_call: false,
+            tool_rounds: 0,
+            called_tools: false,
+            fillers: 0,
         });
         self.disarm(TimerKind::Silence);
         fx.push(Effect::StartLlm { turn, request });
         let after = self.config.llm_deadline_ms;
         self.arm_timer(now, TimerKind::LlmDeadline, after, fx);
+        self.arm_filler(now, fx);
     }
 
     /// Is agent speech playing or about to play (so caller speech is a barge-in)?
@@ -1314,7 +1658,10 @@ impl CallMachine {
             let after = std::mem::replace(&mut agent.after, AfterTurn::AwaitCaller);
             match after {
                 AfterTurn::GreetingPlayed => self.greeting_done(now, "greeting_played", true, fx),
-                AfterTurn::AwaitCaller | AfterTurn::Finalize => self.arm_silence(now, fx),
+                AfterTurn::AwaitCaller => self.arm_silence(now, fx),
+                AfterTurn::Finalize => {
+                    self.begin_finalizing(now, "agent_ended_call", "agent ended the call", fx)
+                }
             }
             return;
         }
@@ -1330,7 +1677,10 @@ impl CallMachine {
         self.finish_turn(now, agent, text, false, fx);
         match after {
             AfterTurn::GreetingPlayed => self.greeting_done(now, "greeting_played", true, fx),
-            AfterTurn::AwaitCaller | AfterTurn::Finalize => self.arm_silence(now, fx),
+            AfterTurn::AwaitCaller => self.arm_silence(now, fx),
+            AfterTurn::Finalize => {
+                self.begin_finalizing(now, "agent_ended_call", "agent ended the call", fx)
+            }
         }
     }
 

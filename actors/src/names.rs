@@ -1007,18 +1007,16 @@ pub async fn ask_llm_for_name(
     utterance: &str,
     deadline: Duration,
 ) -> Option<String> {
-    let request = LlmRequest {
-        messages: vec![
-            ChatMessage {
-                role: "system".into(),
-                content: LLM_NAME_PROMPT.into(),
-            },
-            ChatMessage {
-                role: "user".into(),
-                content: utterance.chars().take(MAX_UTTERANCE_CHARS).collect(),
-            },
-        ],
-    };
+    let request = LlmRequest::plain(vec![
+        ChatMessage::new("system", LLM_NAME_PROMPT),
+        ChatMessage::new(
+            "user",
+            utterance
+                .chars()
+                .take(MAX_UTTERANCE_CHARS)
+                .collect::<String>(),
+        ),
+    ]);
     let collect = async {
         let mut stream = llm.stream(request);
         let mut reply = String::new();

@@ -146,10 +146,46 @@ pub trait NameStore: Send + Sync + 'static {
     async fn store_name(&self, phone_e164: &str, name: &str) -> Result<i64, PortError>;
 }
 
+/// A piece of a streamed answer: text, or a complete tool call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LlmPiece {
+    Text(String),
+    ToolCall(ToolCallRequest),
+}
+
 /// A streaming chat completion: text pieces until the stream ends. Dropping the stream must
 /// stop the request (that is how barge-in cancels it).
 pub trait LlmClient: Send + Sync + 'static {
     fn stream(&self, request: LlmRequest) -> BoxStream<'static, Result<String, PortError>>;
+
+    /// Text and complete tool calls, offering the tools when `request.tools` is set. The default
+    /// is a client without tool support: text only.
+    fn stream_with_tools(
+        &self,
+        request: LlmRequest,
+    ) -> BoxStream<'static, Result<LlmPiece, PortError>> {
+        use futures::StreamExt;
+        self.stream(request)
+            .map(|piece| piece.map(LlmPiece::Text))
+            .boxed()
+    }
+}
+
+/// A task created for a customer by the `create_task` tool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTask {
+    pub customer_id: i64,
+    pub title: String,
+    /// 1 (highest) to 5.
+    pub priority: i32,
+    pub due_at_ms: Option<Millis>,
+}
+
+/// Where the `create_task` tool writes.
+#[async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    /// Returns the new task's id.
+    async fn create_task(&self, task: &NewTask) -> Result<i64, PortError>;
 }
 
 /// Text to speech: G.711 mu-law, 8 kHz mono.

@@ -73,6 +73,8 @@ pub struct Services {
     /// Writes the call summary at finalizing.
     pub summary_llm: Arc<dyn LlmClient>,
     pub summary_deadline: Duration,
+    /// What the model's tools run against.
+    pub tools: crate::tools::ToolPorts,
 }
 
 /// Limits of the runtime. Defaults suit one small node.
@@ -98,6 +100,8 @@ pub struct RuntimeConfig {
     pub shared_cache_timeout: Duration,
     /// How long the LLM may take to pick a name the rules were unsure of.
     pub llm_name_deadline: Duration,
+    /// How long one tool call may take before it answers with a timeout error.
+    pub tool_deadline: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -117,6 +121,7 @@ impl Default for RuntimeConfig {
             cache_max_entries: 100_000,
             shared_cache_timeout: Duration::from_millis(50),
             llm_name_deadline: crate::names::LLM_NAME_DEADLINE,
+            tool_deadline: Duration::from_secs(2),
         }
     }
 }
@@ -126,6 +131,8 @@ pub struct Ports {
     pub crm: Arc<dyn CrmStore>,
     pub conversations: Arc<dyn ConversationStore>,
     pub names: Arc<dyn NameStore>,
+    /// Where the `create_task` tool writes.
+    pub tasks: Arc<dyn crate::ports::TaskStore>,
     pub llm: Arc<dyn LlmClient>,
     pub speech: Arc<dyn SpeechSynth>,
     /// How the generic greeting is voiced (pre-rendered audio, or Twilio's welcome greeting).
@@ -252,6 +259,11 @@ impl Runtime {
             greeting: ports.greeting.clone(),
             summary_llm: ports.llm.clone(),
             summary_deadline: config.summary_deadline,
+            tools: crate::tools::ToolPorts {
+                crm: ports.crm.clone(),
+                tasks: ports.tasks.clone(),
+                deadline: config.tool_deadline,
+            },
         });
         let (supervisor, _) = Actor::spawn(
             None,

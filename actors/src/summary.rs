@@ -29,18 +29,13 @@ pub fn summary_request(record: &CallRecord) -> LlmRequest {
     let skip = lines.chars().count().saturating_sub(MAX_TRANSCRIPT_CHARS);
     let lines: String = lines.chars().skip(skip).collect();
     let who = record.customer_name.as_deref().unwrap_or("unknown caller");
-    LlmRequest {
-        messages: vec![
-            ChatMessage {
-                role: "system".into(),
-                content: SUMMARY_PROMPT.into(),
-            },
-            ChatMessage {
-                role: "user".into(),
-                content: format!("Caller: {who}. Outcome: {}.\n{lines}", record.outcome),
-            },
-        ],
-    }
+    LlmRequest::plain(vec![
+        ChatMessage::new("system", SUMMARY_PROMPT),
+        ChatMessage::new(
+            "user",
+            format!("Caller: {who}. Outcome: {}.\n{lines}", record.outcome),
+        ),
+    ])
 }
 
 /// The LLM's summary within `deadline`, else the fallback. Never fails.

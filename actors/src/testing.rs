@@ -3,7 +3,7 @@
 //! records cancellations, and a speech synthesiser producing silence whose length follows the
 //! text. They keep the same contracts as the real adapters (idempotent writes on (sid, seq)).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -285,10 +285,28 @@ impl NameStore for MemoryNames {
     }
 }
 
+/// Tasks created by the `create_task` tool, in memory.
+#[derive(Default)]
+pub struct MemoryTasks {
+    pub created: Mutex<Vec<crate::ports::NewTask>>,
+}
+
+#[async_trait]
+impl crate::ports::TaskStore for MemoryTasks {
+    async fn create_task(&self, task: &crate::ports::NewTask) -> Result<i64, PortError> {
+        let mut created = self.created.lock().unwrap_or_else(|p| p.into_inner());
+        created.push(task.clone());
+        Ok(created.len() as i64)
+    }
+}
+
 /// An LLM that answers every request with the same reply, word by word.
 pub struct ScriptedLlm {
     pub reply: String,
     pub token_delay: Duration,
+    /// Tool calls to answer with, one entry per request (front first); an empty queue means
+    /// the text reply.
+    pub tool_script: Mutex<VecDeque<Vec<ToolCallRequest>>>,
     pub requests: Mutex<Vec<LlmRequest>>,
     /// Streams dropped before they finished (barge-in cancellations reach here).
     pub dropped: Arc<AtomicU64>,
@@ -299,6 +317,7 @@ impl ScriptedLlm {
         ScriptedLlm {
             reply: reply.into(),
             token_delay,
+            tool_script: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             dropped: Arc::new(AtomicU64::new(0)),
         }
@@ -344,6 +363,36 @@ impl LlmClient for ScriptedLlm {
             })
             .boxed()
     }
+
+    fn stream_with_tools(
+        &self,
+        request: LlmRequest,
+    ) -> BoxStream<'static, Result<crate::ports::LlmPiece, PortError>> {
+        let calls = self
+            .tool_script
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        match calls {
+            Some(calls) if !calls.is_empty() && request.tools => {
+                self.requests
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(request);
+                let delay = self.token_delay;
+                stream::iter(calls)
+                    .then(move |c| async move {
+                        tokio::time::sleep(delay).await;
+                        Ok(crate::ports::LlmPiece::ToolCall(c))
+                    })
+                    .boxed()
+            }
+            _ => self
+                .stream(request)
+                .map(|p| p.map(crate::ports::LlmPiece::Text))
+                .boxed(),
+        }
+    }
 }
 
 /// "Speech": 8 bytes of mu-law silence (1 ms) per character.
@@ -361,6 +410,7 @@ pub struct MemoryPorts {
     pub crm: Arc<MemoryCrm>,
     pub conversations: Arc<MemoryConversations>,
     pub names: Arc<MemoryNames>,
+    pub tasks: Arc<MemoryTasks>,
     pub llm: Arc<ScriptedLlm>,
 }
 
@@ -370,6 +420,7 @@ impl MemoryPorts {
             crm: Arc::new(crm),
             conversations: Arc::new(MemoryConversations::default()),
             names: Arc::new(MemoryNames::default()),
+            tasks: Arc::new(MemoryTasks::default()),
             llm: Arc::new(llm),
         }
     }
@@ -379,11 +430,13 @@ impl MemoryPorts {
             crm: self.crm.clone(),
             conversations: self.conversations.clone(),
             names: self.names.clone(),
+            tasks: self.tasks.clone(),
             llm: self.llm.clone(),
             speech: Arc::new(SilenceSpeech),
             greeting: crate::handle::GreetingSource {
                 audio: Some(Arc::from(vec![0xFFu8; 1600])),
                 relay_spoken_by_twilio: false,
+                fallback_audio: None,
             },
             clock: Arc::new(SystemClock),
             journal: None,

@@ -542,3 +542,60 @@ async fn a_client_that_never_reads_gets_its_call_ended_instead_of_growing_memory
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_runs_once_through_the_ports_and_the_model_answers_with_its_result() {
+    let llm = ScriptedLlm::new("Sure thing, I created that task.", Duration::from_millis(2));
+    llm.tool_script
+        .lock()
+        .unwrap()
+        .push_back(vec![ToolCallRequest {
+            id: "call_a".into(),
+            name: "create_task".into(),
+            arguments: r#"{"title":"Call Ana back about the renewal","priority":2}"#.into(),
+        }]);
+    let mem = MemoryPorts::new(crm(), llm);
+    let rt = Runtime::start(config(3), mem.ports())
+        .await
+        .expect("runtime");
+    let (tx, rx) = mpsc::channel(256);
+    let h = rt
+        .start_call(start("CA-tools", ANA), tx)
+        .await
+        .expect("call");
+    let _seen = simulate_twilio(h.clone(), rx, Duration::from_millis(5));
+    wait_for("enriched", || h.snapshot().state() == CallState::Enriched).await;
+    h.send(Event::CallerUtterance {
+        text: "Please have someone call me back about the renewal.".into(),
+        is_final: true,
+    })
+    .unwrap();
+    wait_for("the agent reply", || agent_replies(&h) == 1).await;
+    let created = mem.tasks.created.lock().unwrap().clone();
+    assert_eq!(created.len(), 1, "the tool ran exactly once");
+    assert_eq!(created[0].customer_id, 7, "for the caller");
+    assert_eq!(created[0].title, "Call Ana back about the renewal");
+    assert_eq!(created[0].priority, 2);
+    // The second request carried the tool's result back to the model.
+    let requests = mem.llm.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2);
+    let result = requests[1]
+        .messages
+        .iter()
+        .find(|m| m.role == "tool")
+        .expect("a tool message");
+    assert_eq!(result.tool_call_id.as_deref(), Some("call_a"));
+    assert!(
+        result.content.contains("\"created\":true"),
+        "{}",
+        result.content
+    );
+    let tool_lines = h
+        .snapshot()
+        .conversation()
+        .iter()
+        .filter(|m| m.role == Role::Tool)
+        .count();
+    assert_eq!(tool_lines, 1, "the exchange is in the transcript");
+    h.send(Event::StreamStopped).unwrap();
+}

@@ -7,19 +7,20 @@
 //! closes the HTTP stream at once. Framing and chunk meaning live in [`crate::sse`] and
 //! [`crate::chat`]. Never logs the API key or message contents.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use serde_json::{Value, json};
-use switchboard_actors::domain::LlmRequest;
-use switchboard_actors::ports::{LlmClient, PortError};
+use switchboard_actors::domain::{LlmRequest, ToolCallRequest};
+use switchboard_actors::ports::{LlmClient, LlmPiece, PortError};
 use tokio::time::{Instant, timeout_at};
 
-use crate::chat::{ChunkError, ChunkParser, Delta};
+use crate::chat::{ChunkError, ChunkParser, Delta, ToolCallAssembler};
 use crate::http::{build_client, join_url, redacted, shown_url, status_error, transport_error};
 use crate::sse::SseDecoder;
 
@@ -171,6 +172,92 @@ impl LlmClient for OpenAiChat {
             })
             .boxed()
     }
+
+    /// Text pieces, and each tool call once its fragments are complete (at the end of the
+    /// stream, when the server says `[DONE]`). The tools of [`switchboard_actors::tools`] are
+    /// offered when `request.tools` is set. A call the server sent without an id gets a unique
+    /// one, so a later round's `call_0` is never mistaken for one that already ran.
+    fn stream_with_tools(
+        &self,
+        request: LlmRequest,
+    ) -> BoxStream<'static, Result<LlmPiece, PortError>> {
+        let tools: &[Value] = if request.tools {
+            switchboard_actors::tools::definitions()
+        } else {
+            &[]
+        };
+        let events = self.stream_events_with_tools(request, tools);
+        struct Calls {
+            assembler: ToolCallAssembler,
+            /// Every fragment index seen (the assembler finishes calls in index order).
+            indices: BTreeSet<u32>,
+            with_id: HashSet<u32>,
+        }
+        let calls = Calls {
+            assembler: ToolCallAssembler::new(),
+            indices: BTreeSet::new(),
+            with_id: HashSet::new(),
+        };
+        stream::unfold(
+            (
+                events,
+                Some(calls),
+                VecDeque::<Result<LlmPiece, PortError>>::new(),
+            ),
+            |(mut events, mut calls, mut ready)| async move {
+                loop {
+                    if let Some(item) = ready.pop_front() {
+                        return Some((item, (events, calls, ready)));
+                    }
+                    let c = calls.as_mut()?;
+                    match events.next().await {
+                        Some(Ok(Delta::Text(text))) => ready.push_back(Ok(LlmPiece::Text(text))),
+                        Some(Ok(Delta::ToolCallFragment(fragment))) => {
+                            c.indices.insert(fragment.index);
+                            if fragment.id.as_deref().is_some_and(|id| !id.is_empty()) {
+                                c.with_id.insert(fragment.index);
+                            }
+                            c.assembler.push(&fragment);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            calls = None;
+                            ready.push_back(Err(e));
+                        }
+                        None => {
+                            let Calls {
+                                assembler,
+                                indices,
+                                with_id,
+                            } = calls.take()?;
+                            match assembler.finish() {
+                                Ok(done) => {
+                                    for (index, mut call) in indices.into_iter().zip(done) {
+                                        if !with_id.contains(&index) {
+                                            call.id = unique_call_id();
+                                        }
+                                        ready.push_back(Ok(LlmPiece::ToolCall(ToolCallRequest {
+                                            id: call.id,
+                                            name: call.name,
+                                            arguments: call.arguments,
+                                        })));
+                                    }
+                                }
+                                Err(e) => ready.push_back(Err(PortError::rejected(e.to_string()))),
+                            }
+                        }
+                    }
+                }
+            },
+        )
+        .boxed()
+    }
+}
+
+/// An id for a tool call the server did not name: unique in this process.
+fn unique_call_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("call_sb{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 // === impl EventStream ===
@@ -454,12 +541,9 @@ mod tests {
         };
         let client = OpenAiChat::new(config).expect("client");
         assert_eq!(client.inner.url, "http://127.0.0.1:1/v1/chat/completions");
-        let body = client.request_body(&LlmRequest {
-            messages: vec![switchboard_actors::domain::ChatMessage {
-                role: "user".into(),
-                content: "hi".into(),
-            }],
-        });
+        let body = client.request_body(&LlmRequest::plain(vec![
+            switchboard_actors::domain::ChatMessage::new("user", "hi"),
+        ]));
         assert_eq!(body["stream"], json!(true));
         assert_eq!(body["stream_options"]["include_usage"], json!(true));
         assert_eq!(body["messages"][0]["role"], json!("user"));

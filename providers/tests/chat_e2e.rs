@@ -36,18 +36,10 @@ fn default_client(standins: &Standins) -> OpenAiChat {
 }
 
 fn ask(text: &str) -> LlmRequest {
-    LlmRequest {
-        messages: vec![
-            ChatMessage {
-                role: "system".into(),
-                content: "You are a phone agent.".into(),
-            },
-            ChatMessage {
-                role: "user".into(),
-                content: text.into(),
-            },
-        ],
-    }
+    LlmRequest::plain(vec![
+        ChatMessage::new("system", "You are a phone agent."),
+        ChatMessage::new("user", text),
+    ])
 }
 
 /// All items of a stream, with a generous bound so a bug hangs no test run.

@@ -3,6 +3,11 @@
 //! from `start.callSid`); the writer turns the call's outbound queue into `media` (20 ms frames,
 //! 160 bytes of mu-law each, the last one padded with silence), `mark` and `clear` messages.
 //!
+//! The caller's audio goes to the call's speech-to-text session (Deepgram's live API, or its
+//! local stand-in), opened at `start` and owned by this socket, not by the call actor, so a
+//! restarted actor loses no speech. Its transcripts become `CallerUtterance` events; the local
+//! voice-activity detector still gives barge-in before the recognizer says anything.
+//!
 //! Bad input never ends the call: non-JSON, binary frames, unknown events, `media` before
 //! `start`, a second `start`, bad base64, unaligned payloads, oversized and mistyped messages are
 //! dropped and counted by reason. A socket that closes without `stop` is treated as `stop`. A
@@ -15,6 +20,7 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use fastwebsockets::upgrade::{IncomingUpgrade, UpgradeFut};
 use switchboard_actors::machine::Event;
+use switchboard_actors::ports::SttEvent;
 use switchboard_actors::{CallHandle, CallSid, CallStart, Outbound, Transport};
 use switchboard_twilio::media::{self, FRAME_BYTES, InboundFrame};
 use tokio::sync::mpsc;
@@ -59,6 +65,7 @@ async fn session(app: AppState, fut: UpgradeFut) {
         started_at.clone(),
     ));
     let mut call: Option<Arc<CallHandle>> = None;
+    let mut stt_audio: Option<mpsc::Sender<Vec<u8>>> = None;
     let mut vad = Vad::default();
     let mut stopped = false;
     loop {
@@ -108,7 +115,12 @@ async fn session(app: AppState, fut: UpgradeFut) {
                     custom_parameters: start.custom_parameters,
                 };
                 match app.runtime().start_call(call_start, out_tx.clone()).await {
-                    Ok(handle) => call = Some(handle),
+                    Ok(handle) => {
+                        let session = app.calls().stt.open(&start.call_sid);
+                        stt_audio = Some(session.audio);
+                        tokio::spawn(transcripts(session.events, Arc::downgrade(&handle)));
+                        call = Some(handle);
+                    }
                     Err(e) => {
                         reject(T, "call_not_started");
                         tracing::warn!(call_sid = %start.call_sid, error = %e, "call not started");
@@ -125,6 +137,12 @@ async fn session(app: AppState, fut: UpgradeFut) {
                 };
                 if vad.feed(&m.payload) == Some(VadEvent::SpeechStarted) {
                     let _ = h.send(Event::CallerStartedSpeaking);
+                }
+                if let Some(stt) = &stt_audio
+                    && stt.try_send(m.payload).is_err()
+                {
+                    // The recognizer is behind (or gone): this frame is not transcribed.
+                    metrics::counter!("switchboard_stt_audio_dropped_total").increment(1);
                 }
             }
             InboundFrame::Dtmf { digit, .. } => match &call {
@@ -151,9 +169,44 @@ async fn session(app: AppState, fut: UpgradeFut) {
         // The socket closed without `stop`: the caller is gone all the same.
         let _ = h.send(Event::StreamStopped);
     }
+    drop(stt_audio); // ends the STT session (Deepgram `CloseStream`)
     drop(out_tx);
     drop(control_tx);
     let _ = writer.await;
+}
+
+/// Turns the recognizer's events into call events until the session or the call ends.
+async fn transcripts(mut events: mpsc::Receiver<SttEvent>, call: std::sync::Weak<CallHandle>) {
+    while let Some(event) = events.recv().await {
+        let Some(h) = call.upgrade() else { return };
+        let sent = match event {
+            SttEvent::SpeechStarted => h.send(Event::CallerStartedSpeaking),
+            SttEvent::Partial(text) => h.send(Event::CallerUtterance {
+                text,
+                is_final: false,
+            }),
+            SttEvent::Utterance(text) => {
+                metrics::counter!("switchboard_stt_utterances_total").increment(1);
+                h.send(Event::CallerUtterance {
+                    text,
+                    is_final: true,
+                })
+            }
+            SttEvent::Reconnecting { reason } => {
+                metrics::counter!("switchboard_stt_reconnects_total").increment(1);
+                tracing::warn!(call_sid = %h.sid, %reason, "speech-to-text connection lost; reconnecting");
+                Ok(())
+            }
+            SttEvent::Failed { reason } => {
+                metrics::counter!("switchboard_stt_failures_total").increment(1);
+                tracing::error!(call_sid = %h.sid, %reason, "speech-to-text gave up; the call goes on without transcripts");
+                Ok(())
+            }
+        };
+        if sent.is_err() {
+            return; // the call has ended
+        }
+    }
 }
 
 async fn writer(
@@ -203,6 +256,10 @@ async fn writer(
                 socket::send_text(&mut ws, &buf).await
             }
             Outbound::Text { .. } => true,
+            Outbound::Stamp(stamp) => {
+                stamp.record();
+                true
+            }
             Outbound::Close { reason } => {
                 socket::close(&mut ws, &reason).await;
                 return;

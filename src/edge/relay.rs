@@ -150,6 +150,10 @@ async fn writer(
                 socket::close(&mut ws, "call ended").await;
                 return;
             }
+            Outbound::Stamp(stamp) => {
+                stamp.record();
+                continue;
+            }
             // Audio, marks and clear belong to Media Streams.
             Outbound::Audio(_) | Outbound::Mark(_) | Outbound::Clear => continue,
         };

@@ -99,11 +99,13 @@ async fn runtime(
         crm: store.clone(),
         conversations: store.clone(),
         names: store,
+        tasks: Arc::new(switchboard_actors::testing::MemoryTasks::default()),
         llm: Arc::new(ScriptedLlm::new("ok", Duration::ZERO)),
         speech: Arc::new(SilenceSpeech),
         greeting: GreetingSource {
             audio: None,
             relay_spoken_by_twilio: false,
+            fallback_audio: None,
         },
         clock: Arc::new(SystemClock),
         journal: Some(Arc::new(FileJournal::new(journal))),

@@ -41,7 +41,7 @@ pub fn encode_for(text: &str, duration_ms: u32) -> Vec<u8> {
     message.extend_from_slice(&SYNC);
     let len = bytes.len() as u16;
     let mut checksum: u8 = 0;
-    let mut push = |message: &mut Vec<u8>, byte: u8| {
+    let push = |message: &mut Vec<u8>, byte: u8| {
         // Alternate signs so the audio has no DC offset.
         message.push(byte >> 4);
         message.push(0x80 | (byte & 0x0F));

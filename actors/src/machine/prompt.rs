@@ -16,28 +16,96 @@ pub(super) fn build_request(m: &CallMachine) -> LlmRequest {
         m.context_status(),
         m.call_start().map(|s| &s.caller),
     ));
-    let mut messages = Vec::with_capacity(m.conversation().len() + 1);
-    messages.push(ChatMessage {
-        role: "system".into(),
-        content: system,
-    });
-    for msg in m.conversation() {
-        let role = match msg.role {
-            Role::Caller => "user",
-            Role::Agent => "assistant",
-            Role::System | Role::Tool => "system",
-        };
-        let content = if msg.interrupted {
-            format!("{} [interrupted by the caller]", msg.text)
-        } else {
-            msg.text.clone()
-        };
-        messages.push(ChatMessage {
-            role: role.into(),
-            content,
-        });
+    // Newest first, so the budget keeps the latest turns; each line becomes one or two messages.
+    let budget = m.config.max_prompt_tokens;
+    let mut kept: Vec<Vec<ChatMessage>> = Vec::new();
+    let mut used = 0usize;
+    let mut dropped = 0usize;
+    for msg in m.conversation().iter().rev() {
+        let group = messages_for(m, msg);
+        let cost: usize = group.iter().map(estimate_tokens).sum();
+        // The latest line always stays, whatever its size: it is what the model must answer.
+        if budget > 0 && used + cost > budget && !kept.is_empty() {
+            dropped = m.conversation().len() - kept.len();
+            break;
+        }
+        used += cost;
+        kept.push(group);
     }
-    LlmRequest { messages }
+    let mut messages = Vec::with_capacity(kept.len() + 2);
+    messages.push(ChatMessage::new("system", system));
+    if dropped > 0 {
+        messages.push(ChatMessage::new(
+            "system",
+            format!(
+                "({dropped} earlier lines of this call are omitted to fit the context window.)"
+            ),
+        ));
+    }
+    for group in kept.into_iter().rev() {
+        messages.extend(group);
+    }
+    LlmRequest {
+        messages,
+        tools: m.config.offer_tools,
+    }
+}
+
+/// A rough token count (about four characters a token, plus the message framing): models
+/// differ in tokenizers, and the budget only has to stop a long call from growing unbounded.
+pub(super) fn estimate_tokens(message: &ChatMessage) -> usize {
+    let calls: usize = message
+        .tool_calls
+        .iter()
+        .flatten()
+        .map(|c| c.function.name.len() + c.function.arguments.len() + c.id.len())
+        .sum();
+    (message.content.len() + calls).div_ceil(4) + 4
+}
+
+/// The chat messages for one conversation line: a tool line becomes the assistant's call and
+/// the tool's answer, as the API expects.
+fn messages_for(m: &CallMachine, msg: &ConversationMessage) -> Vec<ChatMessage> {
+    if msg.role == Role::Tool
+        && let Some(x) = m.tool_log().iter().find(|x| x.message_seq == msg.seq)
+    {
+        return vec![
+            ChatMessage {
+                role: "assistant".into(),
+                content: String::new(),
+                tool_calls: Some(vec![ChatToolCall {
+                    id: x.call.id.clone(),
+                    kind: "function".into(),
+                    function: ChatFunctionCall {
+                        name: x.call.name.clone(),
+                        arguments: if x.call.arguments.trim().is_empty() {
+                            "{}".into()
+                        } else {
+                            x.call.arguments.clone()
+                        },
+                    },
+                }]),
+                tool_call_id: None,
+            },
+            ChatMessage {
+                role: "tool".into(),
+                content: x.result.clone(),
+                tool_calls: None,
+                tool_call_id: Some(x.call.id.clone()),
+            },
+        ];
+    }
+    let role = match msg.role {
+        Role::Caller => "user",
+        Role::Agent => "assistant",
+        Role::System | Role::Tool => "system",
+    };
+    let content = if msg.interrupted {
+        format!("{} [interrupted by the caller]", msg.text)
+    } else {
+        msg.text.clone()
+    };
+    vec![ChatMessage::new(role, content)]
 }
 
 /// The `[CUSTOMER CONTEXT]` block: who the caller is, as far as we know right now.

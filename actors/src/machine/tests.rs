@@ -242,7 +242,31 @@ fn sample_events() -> Vec<(&'static str, Event)> {
             },
         ),
         ("persisted", Event::Persisted),
+        (
+            "llm_tool_call_stale",
+            Event::LlmToolCall {
+                turn: 999,
+                call: tool_call("call_x", "get_pending_tasks", "{}"),
+            },
+        ),
+        (
+            "tool_result_unknown",
+            Event::ToolResult {
+                turn: 999,
+                id: "call_nobody".into(),
+                content: "{}".into(),
+                ok: true,
+            },
+        ),
     ]
+}
+
+fn tool_call(id: &str, name: &str, arguments: &str) -> ToolCallRequest {
+    ToolCallRequest {
+        id: id.into(),
+        name: name.into(),
+        arguments: arguments.into(),
+    }
 }
 
 use CallState::{
@@ -280,6 +304,16 @@ fn table() -> Vec<(&'static str, [CallState; 7], &'static str)> {
         ("fatal", [Fi, Fi, Fi, Fi, Fi, Fi, En], "hhhhhii"),
         ("timer_stale", [Co, Gr, Aw, Er, Cv, Fi, En], "iiiiiii"),
         ("persisted", [Co, Gr, Aw, Er, Cv, En, En], "iiiiihi"),
+        (
+            "llm_tool_call_stale",
+            [Co, Gr, Aw, Er, Cv, Fi, En],
+            "iiiiiii",
+        ),
+        (
+            "tool_result_unknown",
+            [Co, Gr, Aw, Er, Cv, Fi, En],
+            "iiiiiii",
+        ),
     ]
 }
 
@@ -973,4 +1007,249 @@ fn dates_format_as_utc_days() {
     assert_eq!(format_date(0), "1970-01-01");
     assert_eq!(format_date(951_782_400_000), "2000-02-29");
     assert_eq!(format_date(T0), "2023-11-14");
+}
+
+// === tools, fillers and the context window ===
+
+fn runs(fx: &[Effect]) -> Vec<(String, crate::tools::ToolScope)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::RunTool { call, scope, .. } => Some((call.name.clone(), scope.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn llm_requests(fx: &[Effect]) -> Vec<LlmRequest> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::StartLlm { request, .. } => Some(request.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_tool_call_runs_for_the_caller_and_its_result_goes_back_to_the_model() {
+    let mut s = machine_in(CallState::Conversing);
+    let turn = s.last_turn();
+    let fx = s.send(Event::LlmToolCall {
+        turn,
+        call: tool_call("call_1", "get_pending_tasks", "{}"),
+    });
+    let ran = runs(&fx);
+    assert_eq!(ran.len(), 1);
+    assert_eq!(ran[0].0, "get_pending_tasks");
+    assert_eq!(ran[0].1.customer_id, Some(42), "scoped to the caller");
+    // The stream ends while the tool runs: the turn waits, nothing is said or finished.
+    let fx = s.send(Event::LlmDone { turn });
+    assert!(spoken(&fx).is_empty());
+    assert!(llm_requests(&fx).is_empty());
+    assert_eq!(s.m.generating_turn(), Some(turn));
+    let fx = s.send(Event::ToolResult {
+        turn,
+        id: "call_1".into(),
+        content: r#"{"tasks":[{"title":"Send invoice"}]}"#.into(),
+        ok: true,
+    });
+    let tool_line = persisted(&fx);
+    assert_eq!(tool_line.len(), 1);
+    assert_eq!(tool_line[0].0, Role::Tool);
+    assert!(tool_line[0].1.starts_with("get_pending_tasks({}) -> "));
+    let follow_up = llm_requests(&fx);
+    assert_eq!(
+        follow_up.len(),
+        1,
+        "the model is asked again with the result"
+    );
+    let msgs = &follow_up[0].messages;
+    let n = msgs.len();
+    assert_eq!(msgs[n - 2].role, "assistant");
+    assert_eq!(
+        msgs[n - 2].tool_calls.as_ref().unwrap()[0].function.name,
+        "get_pending_tasks"
+    );
+    assert_eq!(msgs[n - 1].role, "tool");
+    assert_eq!(msgs[n - 1].tool_call_id.as_deref(), Some("call_1"));
+    assert!(msgs[n - 1].content.contains("Send invoice"));
+    // The follow-up answers in the same turn.
+    s.send(Event::LlmToken {
+        turn,
+        text: "You need to send an invoice.".into(),
+    });
+    let fx = s.send(Event::LlmDone { turn });
+    assert_eq!(spoken(&fx), vec!["You need to send an invoice."]);
+    s.play_all();
+    assert_eq!(s.m.tool_log().len(), 1);
+}
+
+#[test]
+fn a_tool_result_after_a_barge_in_is_kept_and_the_tool_never_runs_twice() {
+    let mut s = machine_in(CallState::Conversing);
+    let turn = s.last_turn();
+    let call = tool_call("call_7", "create_task", r#"{"title":"Call back"}"#);
+    s.send(Event::LlmToolCall {
+        turn,
+        call: call.clone(),
+    });
+    // The caller talks over the agent while the tool runs.
+    let fx = s.send(Event::CallerStartedSpeaking);
+    assert!(fx.contains(&Effect::CancelLlm { turn }));
+    let fx = s.send(Event::ToolResult {
+        turn,
+        id: "call_7".into(),
+        content: r#"{"created":true,"task_id":9}"#.into(),
+        ok: true,
+    });
+    assert_eq!(persisted(&fx).len(), 1, "the late result is kept");
+    assert!(llm_requests(&fx).is_empty(), "no follow-up for a dead turn");
+    let fx = s.send(Event::CallerUtterance {
+        text: "Did you create it?".into(),
+        is_final: true,
+    });
+    let next = llm_requests(&fx);
+    assert_eq!(next.len(), 1);
+    assert!(
+        next[0]
+            .messages
+            .iter()
+            .any(|m| m.tool_call_id.as_deref() == Some("call_7") && m.content.contains("task_id")),
+        "the next request carries the result"
+    );
+    // The same call replayed (an LLM retry, a restarted stream) is not run again.
+    let turn2 = s.last_turn();
+    let fx = s.send(Event::LlmToolCall { turn: turn2, call });
+    assert!(runs(&fx).is_empty());
+    assert!(ignored(&fx));
+}
+
+#[test]
+fn end_call_says_the_reply_then_finalizes() {
+    let mut s = machine_in(CallState::Conversing);
+    let turn = s.last_turn();
+    s.send(Event::LlmToken {
+        turn,
+        text: "Glad I could help. Goodbye!".into(),
+    });
+    let fx = s.send(Event::LlmToolCall {
+        turn,
+        call: tool_call("call_end", "end_call", "{}"),
+    });
+    assert!(runs(&fx).is_empty(), "end_call is the machine's own");
+    s.send(Event::LlmDone { turn });
+    assert_eq!(s.state(), CallState::Conversing, "not before it was heard");
+    s.play_all();
+    assert_eq!(s.state(), CallState::Finalizing);
+    let agent: Vec<_> =
+        s.m.conversation()
+            .iter()
+            .filter(|m| m.role == Role::Agent)
+            .map(|m| m.text.clone())
+            .collect();
+    assert_eq!(agent.last().unwrap(), "Glad I could help. Goodbye!");
+}
+
+#[test]
+fn end_call_without_words_says_goodbye() {
+    let mut s = machine_in(CallState::Conversing);
+    let turn = s.last_turn();
+    s.send(Event::LlmToolCall {
+        turn,
+        call: tool_call("call_end", "end_call", ""),
+    });
+    let fx = s.send(Event::LlmDone { turn });
+    assert_eq!(spoken(&fx), vec!["Thanks for calling. Goodbye!"]);
+    assert_eq!(s.state(), CallState::Finalizing);
+}
+
+#[test]
+fn a_slow_reply_gets_a_filler_that_counts_as_part_of_the_turn() {
+    let mut s = machine_in(CallState::Enriched);
+    s.send(Event::CallerUtterance {
+        text: "What are my open tasks?".into(),
+        is_final: true,
+    });
+    let turn = s.last_turn();
+    let generation = s
+        .effects
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Effect::StartTimer {
+                kind: TimerKind::Filler,
+                generation,
+                after_ms,
+            } => {
+                assert_eq!(*after_ms, MachineConfig::default().filler_after_ms);
+                Some(*generation)
+            }
+            _ => None,
+        })
+        .expect("a filler timer is armed with the request");
+    let fx = s.send(Event::TimerFired {
+        kind: TimerKind::Filler,
+        generation,
+    });
+    assert_eq!(spoken(&fx), vec!["One moment, please."]);
+    s.send(Event::LlmToken {
+        turn,
+        text: "You have one task.".into(),
+    });
+    s.send(Event::LlmDone { turn });
+    s.play_all();
+    let agent =
+        s.m.conversation()
+            .iter()
+            .rfind(|m| m.role == Role::Agent)
+            .unwrap();
+    assert_eq!(agent.text, "One moment, please. You have one task.");
+    // Once the reply speaks, a filler timer that still fires is stale.
+    let fx = s.send(Event::TimerFired {
+        kind: TimerKind::Filler,
+        generation,
+    });
+    assert!(ignored(&fx));
+}
+
+#[test]
+fn the_context_window_drops_old_turns_but_never_the_system_prompt() {
+    let config = MachineConfig {
+        max_prompt_tokens: 200,
+        ..MachineConfig::default()
+    };
+    let mut s = Sim::new();
+    s.m = CallMachine::new(Arc::new(config), T0);
+    s.send(Event::CallStarted(start(
+        Transport::Relay,
+        Some("+15551234567"),
+    )));
+    s.send(Event::ContextArrived(customer(Some("Ana Souza"))));
+    let mut last = None;
+    for i in 0..40 {
+        let fx = s.send(Event::CallerUtterance {
+            text: format!("Question number {i}: tell me something about my account please."),
+            is_final: true,
+        });
+        if let Some(r) = llm_requests(&fx).pop() {
+            let turn = s.last_turn();
+            s.send(Event::LlmToken {
+                turn,
+                text: format!("Answer number {i} with a few words of detail."),
+            });
+            s.send(Event::LlmDone { turn });
+            last = Some(r);
+        }
+    }
+    let request = last.expect("requests were made");
+    assert_eq!(request.messages[0].role, "system");
+    assert!(request.messages[0].content.contains("[CUSTOMER CONTEXT]"));
+    assert!(request.messages[1].content.contains("omitted"));
+    let body: usize = request.messages[2..]
+        .iter()
+        .map(super::prompt::estimate_tokens)
+        .sum();
+    assert!(body <= 200, "conversation part is {body} tokens");
+    let newest = request.messages.last().unwrap();
+    assert_eq!(newest.role, "user");
+    assert!(newest.content.starts_with("Question number 39"));
 }
