@@ -14,7 +14,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -38,6 +38,7 @@ struct AppStateInner {
     config: Config,
     database: RwLock<DatabaseStatus>,
     calls: crate::calls::CallService,
+    call_totals: Arc<crate::operator::CallTotals>,
 }
 
 /// Where the database connection stands.
@@ -59,6 +60,7 @@ impl AppState {
             inner: Arc::new(AppStateInner {
                 config,
                 calls,
+                call_totals: Arc::default(),
                 database: RwLock::new(DatabaseStatus::Connecting {
                     attempts: 0,
                     last_error: None,
@@ -95,6 +97,12 @@ impl AppState {
 
     pub fn calls(&self) -> &crate::calls::CallService {
         &self.inner.calls
+    }
+
+    /// Calls started and ended, and restarts, since this process started (see
+    /// [`crate::operator::observe_calls`]).
+    pub fn call_totals(&self) -> &Arc<crate::operator::CallTotals> {
+        &self.inner.call_totals
     }
 
     /// Region for caller ids written without a country code (`twilio.default_region`).
@@ -150,8 +158,14 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use crate::{edge, operator};
     use axum::routing::post;
+    // Guarded by `operator.token` (`/` and `/metrics` per `operator.protect_dashboard` and
+    // `operator.protect_metrics`).
     let operator_api = Router::new()
+        .route("/", get(crate::dashboard::page))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/stats", get(operator::stats))
         .route("/api/v1/calls", get(operator::list_calls))
+        .route("/api/v1/calls/events", get(operator::call_events))
         .route("/api/v1/calls/{sid}", get(operator::call_detail))
         .route("/api/v1/calls/{sid}/hangup", post(operator::hangup))
         .route("/api/v1/calls/{sid}/crash", post(operator::crash))
@@ -174,13 +188,33 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/twilio/voice", post(edge::webhook::voice))
         .route("/twilio/stream-status", post(edge::webhook::stream_status))
         .route("/twilio/media", get(edge::media::media_ws))
         .route("/twilio/relay", get(edge::relay::relay_ws))
         .merge(operator_api)
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// One debug line per request (method, path and query, status, time). Phone numbers in URLs are
+/// masked by the log writer (`telemetry`), like everywhere else.
+async fn log_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return next.run(request).await;
+    }
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let started = tokio::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        %uri,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        "request"
+    );
+    response
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -293,6 +327,10 @@ impl Server {
         } = self;
         tracing::info!(%local_addr, "listening");
         let connector = tokio::spawn(connect_until_ready(state.clone()));
+        let observer = tokio::spawn(crate::operator::observe_calls(
+            state.runtime().calls.clone(),
+            state.call_totals().clone(),
+        ));
         let app = router(state.clone());
         // Small WebSocket frames (marks, text tokens, 20 ms of audio) must leave at once: with
         // Nagle's algorithm a frame can wait ~40 ms for the peer's delayed ACK.
@@ -306,6 +344,7 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await;
         connector.abort();
+        observer.abort();
         // Every conversation row still buffered is written before the database closes.
         let unwritten = state.runtime().flush().await;
         if unwritten > 0 {
@@ -315,6 +354,8 @@ impl Server {
             db.close().await;
         }
         tracing::info!("stopped");
+        // Spans still batched for the OpenTelemetry collector leave now (a blocking export).
+        let _ = tokio::task::spawn_blocking(crate::telemetry::flush).await;
         result.map_err(ServeError::from)
     }
 }

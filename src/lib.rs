@@ -12,6 +12,7 @@
 //! - [`edge`]: the Twilio edge: webhook, signatures, Media Streams and ConversationRelay sockets.
 //! - [`operator`]: the operator API over live calls and stored ones.
 //! - [`metrics`]: Prometheus metrics at `/metrics`.
+//! - [`dashboard`]: the operator dashboard page at `/` (embedded HTML, JS and CSS).
 //! - [`redis_cache`]: the shared (Redis) tier of the customer-context cache.
 //! - [`journal`]: the append-only file persistence spills to when the database cannot keep up.
 //! - [`history`]: past conversations of a customer, and deleting a customer's data.
@@ -19,6 +20,7 @@
 pub mod calls;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod edge;
 pub mod history;
 pub mod http;

@@ -1,26 +1,132 @@
 //! Metrics: the process-wide Prometheus recorder behind the `metrics` facade, rendered at
 //! `GET /metrics`. Gauges that describe live state (calls per state, persistence backlog) are
 //! sampled from the runtime at render time, so the hot path never updates them.
+//!
+//! Prometheus summaries are cumulative and their quantiles are computed by the exporter, so the
+//! dashboard's p95 time to first audio comes from an in-process HDR histogram instead: the
+//! recorder is wrapped so that every value recorded into
+//! `switchboard_time_to_first_audio_seconds` (by the edge) also lands there.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{
+    Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use serde::Serialize;
 use switchboard_actors::machine::CallState;
 
 use crate::http::AppState;
+
+/// The histogram the edge records the server-side time to first audio into.
+pub const TIME_TO_FIRST_AUDIO: &str = "switchboard_time_to_first_audio_seconds";
+
+/// Microseconds, 1 µs to 10 min, 3 significant digits (~45 KiB).
+fn time_to_first_audio_histogram() -> &'static Mutex<hdrhistogram::Histogram<u64>> {
+    static H: OnceLock<Mutex<hdrhistogram::Histogram<u64>>> = OnceLock::new();
+    H.get_or_init(|| {
+        // Valid bounds (low >= 1, high >= 2 * low, sigfig <= 5): cannot fail.
+        let h = hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)
+            .expect("constant histogram bounds are valid");
+        Mutex::new(h)
+    })
+}
+
+fn record_time_to_first_audio(seconds: f64) {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return;
+    }
+    let micros = (seconds * 1e6).round() as u64;
+    let mut h = time_to_first_audio_histogram()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    h.saturating_record(micros.max(1));
+}
+
+/// Server-side time to first audio since the process started, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+}
+
+pub fn time_to_first_audio() -> Percentiles {
+    let h = time_to_first_audio_histogram()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let count = h.len();
+    let at = |q: f64| (count > 0).then(|| h.value_at_quantile(q) as f64 / 1e3);
+    Percentiles {
+        count,
+        p50: at(0.5),
+        p95: at(0.95),
+        p99: at(0.99),
+        max: (count > 0).then(|| h.max() as f64 / 1e3),
+    }
+}
+
+/// The Prometheus recorder, plus a copy of time-to-first-audio values into the HDR histogram.
+struct Tee {
+    prometheus: PrometheusRecorder,
+}
+
+struct TeeHistogram(Histogram);
+
+impl HistogramFn for TeeHistogram {
+    fn record(&self, value: f64) {
+        self.0.record(value);
+        record_time_to_first_audio(value);
+    }
+}
+
+impl Recorder for Tee {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.prometheus.describe_counter(key, unit, description);
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.prometheus.describe_gauge(key, unit, description);
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.prometheus.describe_histogram(key, unit, description);
+    }
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.prometheus.register_counter(key, metadata)
+    }
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.prometheus.register_gauge(key, metadata)
+    }
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        let inner = self.prometheus.register_histogram(key, metadata);
+        if key.name() == TIME_TO_FIRST_AUDIO {
+            Histogram::from_arc(Arc::new(TeeHistogram(inner)))
+        } else {
+            inner
+        }
+    }
+}
 
 /// The recorder, installed on first use (once per process: tests start many servers).
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
+        let prometheus = PrometheusBuilder::new().build_recorder();
+        let handle = prometheus.handle();
+        let recorder = Tee { prometheus };
         // Another recorder may already be installed (an embedding application's): then ours
         // still renders whatever is recorded through it, which is nothing; say so.
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!(
                 "a metrics recorder was already installed; /metrics shows only sampled gauges"
             );
+        }
+        // Shown from the start, before the first operator connects or is dropped.
+        metrics::gauge!("switchboard_sse_clients").increment(0.0);
+        for reason in ["slow", "lagged"] {
+            metrics::counter!("switchboard_sse_clients_dropped_total", "reason" => reason)
+                .increment(0);
         }
         handle
     })
@@ -67,6 +173,12 @@ pub fn render(app: &AppState) -> String {
         .set(s.persistence.spilled.load(Relaxed) as f64);
     metrics::gauge!("switchboard_persistence_replayed")
         .set(s.persistence.replayed.load(Relaxed) as f64);
+    let batches = s.persistence.batches_written.load(Relaxed);
+    if batches > 0 {
+        metrics::gauge!("switchboard_persistence_mean_batch_rows")
+            .set(s.persistence.rows_written.load(Relaxed) as f64 / batches as f64);
+    }
+
     for (name, v) in [
         ("hits", &s.cache.hits),
         ("misses", &s.cache.misses),

@@ -1,50 +1,169 @@
 //! The operator API (`/api/v1/calls...`): live calls from the registry, one call's history and
-//! transcript (from its live snapshot, or from the database once it has ended), graceful hangup,
-//! and the chaos route that makes a call's actor fail for real (only with `chaos.enabled`).
-//! Every route requires `Authorization: Bearer <operator.token>` when a token is configured.
+//! transcript (from its live snapshot, or from the database once it has ended), the live stream
+//! of transitions (`/api/v1/calls/events`, server-sent events), the dashboard's counters
+//! (`/api/v1/stats`), graceful hangup, and the chaos route that makes a call's actor fail for real
+//! (only with `chaos.enabled`).
+//!
+//! Every route requires the operator token when one is configured: `Authorization: Bearer`, a
+//! `?token=` query parameter, or the cookie the dashboard sets (a browser's `EventSource` cannot
+//! send headers). Calls never wait for an operator: SSE clients read a broadcast through their own
+//! bounded queue, and one that falls behind is disconnected.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
+use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 use subtle::ConstantTimeEq;
 use switchboard_actors::machine::{CallMachine, CallState, Event};
-use switchboard_actors::{CallHandle, CallSid, ContextStatus, mask_phone};
+use switchboard_actors::{
+    CallHandle, CallSid, ContextStatus, LiveCalls, TransitionNotice, mask_phone,
+};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::http::AppState;
 use crate::storage::now_ms;
+
+/// The cookie a visit to `/?token=...` sets, so the dashboard's `fetch` and `EventSource` calls
+/// carry the token without putting it in every URL.
+pub const TOKEN_COOKIE: &str = "switchboard_operator_token";
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// Constant-time bearer check against `operator.token` (open when no token is configured).
+// === Authentication ===
+
+/// Which surface a request is for: the token may be switched off for `/metrics` and `/`.
+fn guarded(app: &AppState, path: &str) -> bool {
+    let operator = &app.config().operator;
+    if !operator.token.is_set() {
+        return false;
+    }
+    match path {
+        "/metrics" => operator.protect_metrics,
+        "/" => operator.protect_dashboard,
+        _ => true,
+    }
+}
+
+/// The token as the request presents it: bearer header, `?token=`, or the dashboard cookie.
+fn presented_tokens(headers: &HeaderMap, uri: &Uri) -> Vec<String> {
+    let mut tokens = Vec::new();
+    if let Some(bearer) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        tokens.push(bearer.to_owned());
+    }
+    if let Some(token) = query_token(uri) {
+        tokens.push(token);
+    }
+    for cookies in headers.get_all(header::COOKIE) {
+        let Ok(cookies) = cookies.to_str() else {
+            continue;
+        };
+        for pair in cookies.split(';') {
+            if let Some((name, value)) = pair.trim().split_once('=')
+                && name == TOKEN_COOKIE
+            {
+                tokens.push(percent_decode(value));
+            }
+        }
+    }
+    tokens
+}
+
+fn query_token(uri: &Uri) -> Option<String> {
+    let Query(params) = Query::<HashMap<String, String>>::try_from_uri(uri).ok()?;
+    params.get("token").cloned()
+}
+
+/// True when any presented token equals `operator.token`; each comparison is constant-time.
+fn token_matches(expected: &str, presented: &[String]) -> bool {
+    presented.iter().fold(false, |ok, t| {
+        ok | bool::from(t.as_bytes().ct_eq(expected.as_bytes()))
+    })
+}
+
+/// Guards `/api/v1/*`, `/` and `/metrics` with `operator.token` (open when no token is set;
+/// `/` and `/metrics` follow `operator.protect_dashboard` / `operator.protect_metrics`).
 pub async fn require_operator(
     State(app): State<AppState>,
     headers: HeaderMap,
     request: Request,
     next: Next,
 ) -> Response {
-    let token = &app.config().operator.token;
-    if token.is_set() {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let ok: bool = given.as_bytes().ct_eq(token.expose().as_bytes()).into();
-        if !ok {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong operator token (Authorization: Bearer <operator.token>)",
-            );
-        }
+    let path = request.uri().path().to_owned();
+    if !guarded(&app, &path) {
+        return next.run(request).await;
+    }
+    let presented = presented_tokens(&headers, request.uri());
+    if !token_matches(app.config().operator.token.expose(), &presented) {
+        let message = "missing or wrong operator token: send `Authorization: Bearer <operator.token>`, \
+                       or open the dashboard once as /?token=<operator.token>";
+        return error(StatusCode::UNAUTHORIZED, message);
+    }
+    // The dashboard opened as `/?token=...`: keep the token in a cookie and drop it from the URL,
+    // so it does not stay in the address bar or the browser history.
+    if path == "/" && query_token(request.uri()).is_some() {
+        let cookie = format!(
+            "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+            percent_encode(app.config().operator.token.expose())
+        );
+        return (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, "/".to_owned()),
+                (header::SET_COOKIE, cookie),
+            ],
+        )
+            .into_response();
     }
     next.run(request).await
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[derive(Deserialize)]
@@ -59,8 +178,15 @@ fn parse_state(s: &str) -> Option<CallState> {
 }
 
 fn context_json(status: &ContextStatus, m: &CallMachine) -> Value {
+    // How long after the call started the context stopped being pending (found, not found,
+    // failed or timed out); null while it is still pending.
+    let ready_after_ms = m
+        .context_settled_at_ms()
+        .map(|at| at.saturating_sub(m.started_at_ms()));
     json!({
         "status": status.label(),
+        "ready_after_ms": ready_after_ms,
+        "source": m.name_source().map(|s| s.as_str()),
         "partial": m.customer().is_some_and(|c| c.partial),
         "missing": m.customer().map(|c| c.missing.clone()).unwrap_or_default(),
         "customer_id": m.customer().map(|c| c.customer_id),
@@ -87,8 +213,21 @@ fn summary(h: &CallHandle, now: i64) -> Value {
     })
 }
 
-/// `GET /api/v1/calls[?state=...]`
-pub async fn list_calls(State(app): State<AppState>, Query(q): Query<ListQuery>) -> Response {
+/// `GET /api/v1/calls[?state=...]`. Unknown parameters are ignored; a malformed one is a 400
+/// that names it.
+pub async fn list_calls(
+    State(app): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("malformed query string: {}", rejection.body_text()),
+            );
+        }
+    };
     let filter = match q.state.as_deref() {
         None => None,
         Some(s) => match parse_state(s) {
@@ -286,4 +425,265 @@ pub async fn invalidate_context(
         Json(json!({"phone": mask_phone(&phone), "invalidated": true})),
     )
         .into_response()
+}
+
+// === Live events (server-sent events) ===
+
+/// One SSE frame: its `event:` name and JSON data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveEvent {
+    pub name: &'static str,
+    pub data: Value,
+}
+
+/// Why an SSE client was disconnected (the `reason` of `switchboard_sse_clients_dropped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Its own queue was full: the client is not reading fast enough.
+    Slow,
+    /// The transition broadcast overwrote notices it had not received yet.
+    Lagged,
+}
+
+impl DropReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Slow => "slow",
+            DropReason::Lagged => "lagged",
+        }
+    }
+}
+
+/// The SSE frames for one transition: `call_started` (before the transition out of
+/// `connected`), `transition`, and `call_ended` (after the transition into `ended`). Live call
+/// details (masked caller, customer name, transport, context) come from the call's snapshot when
+/// the call is still registered.
+pub fn live_events(notice: &TransitionNotice, handle: Option<&CallHandle>) -> Vec<LiveEvent> {
+    let mut transition = json!({
+        "call_sid": notice.call_sid.0,
+        "from": notice.from.as_str(),
+        "to": notice.to.as_str(),
+        "event": notice.event,
+        "at_ms": notice.at_ms,
+        "restarts": notice.restarts,
+    });
+    let mut out = Vec::with_capacity(2);
+    if let Some(h) = handle {
+        let m = h.snapshot();
+        transition["caller"] = json!(m.call_start().map(|s| s.caller.masked()));
+        transition["customer_name"] = json!(m.customer_name());
+        transition["transport"] = json!(h.transport.as_str());
+        transition["context"] = json!(m.context_status().label());
+        if notice.from == CallState::Connected {
+            // The list entry as of this transition, so a client can add the call before later
+            // transitions move it on.
+            let mut started = summary(h, notice.at_ms as i64);
+            started["state"] = json!(notice.to.as_str());
+            started["since_ms"] = json!(notice.at_ms);
+            started["time_in_state_ms"] = json!(0);
+            out.push(LiveEvent {
+                name: "call_started",
+                data: started,
+            });
+        }
+    }
+    out.push(LiveEvent {
+        name: "transition",
+        data: transition,
+    });
+    if notice.to == CallState::Ended {
+        out.push(LiveEvent {
+            name: "call_ended",
+            data: json!({
+                "call_sid": notice.call_sid.0,
+                "at_ms": notice.at_ms,
+                "event": notice.event,
+                "restarts": notice.restarts,
+            }),
+        });
+    }
+    out
+}
+
+/// Moves transitions from the broadcast into one client's bounded queue, with a heartbeat every
+/// `heartbeat`. Never waits on the client: a full queue ends the client (`DropReason::Slow`), and
+/// so does a broadcast that overwrote unread notices (`DropReason::Lagged`). Returns why it
+/// stopped (`None`: the client went away).
+pub async fn forward_events(
+    calls: LiveCalls,
+    mut notices: broadcast::Receiver<TransitionNotice>,
+    queue: mpsc::Sender<LiveEvent>,
+    heartbeat: Duration,
+) -> Option<DropReason> {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let events = tokio::select! {
+            received = notices.recv() => match received {
+                Ok(notice) => {
+                    let handle = calls.get(&notice.call_sid);
+                    live_events(&notice, handle.as_deref())
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => return Some(DropReason::Lagged),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            },
+            _ = ticks.tick() => vec![LiveEvent {
+                name: "heartbeat",
+                data: json!({ "at_ms": now_ms(), "active_calls": calls.len() }),
+            }],
+            () = queue.closed() => return None,
+        };
+        for event in events {
+            match queue.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => return Some(DropReason::Slow),
+                Err(mpsc::error::TrySendError::Closed(_)) => return None,
+            }
+        }
+    }
+}
+
+/// Counts a connected SSE client while alive (`switchboard_sse_clients`).
+struct ConnectedClient;
+
+impl ConnectedClient {
+    fn new() -> Self {
+        metrics::gauge!("switchboard_sse_clients").increment(1.0);
+        ConnectedClient
+    }
+}
+
+impl Drop for ConnectedClient {
+    fn drop(&mut self) {
+        metrics::gauge!("switchboard_sse_clients").decrement(1.0);
+    }
+}
+
+/// `GET /api/v1/calls/events`: `call_started`, `transition`, `call_ended` and `heartbeat`
+/// events, each with JSON data. A client that falls `operator.sse_client_queue` events behind
+/// is disconnected (a browser's `EventSource` reconnects by itself; reload the list then).
+pub async fn call_events(
+    State(app): State<AppState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
+    let operator = &app.config().operator;
+    let calls = app.runtime().calls.clone();
+    // Subscribe before answering: every transition after the response headers is delivered.
+    let notices = calls.subscribe();
+    let (tx, rx) = mpsc::channel(operator.sse_client_queue);
+    let heartbeat = operator.sse_heartbeat();
+    tokio::spawn(async move {
+        let _connected = ConnectedClient::new();
+        if let Some(reason) = forward_events(calls, notices, tx, heartbeat).await {
+            metrics::counter!("switchboard_sse_clients_dropped_total", "reason" => reason.as_str())
+                .increment(1);
+            tracing::info!(
+                reason = reason.as_str(),
+                "operator event stream disconnected: the client fell behind"
+            );
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let event = rx.recv().await?;
+        let frame = SseEvent::default()
+            .event(event.name)
+            .data(event.data.to_string());
+        Some((Ok::<_, std::convert::Infallible>(frame), rx))
+    });
+    Sse::new(stream)
+}
+
+// === Dashboard counters ===
+
+/// Process-wide call counters kept by [`observe_calls`] from the transition broadcast.
+#[derive(Debug, Default)]
+pub struct CallTotals {
+    pub started: AtomicU64,
+    pub ended: AtomicU64,
+    /// Restarts of calls that have ended (live calls' restarts are read from their snapshots).
+    pub restarts_of_ended: AtomicU64,
+    /// Notices the observer missed because it fell behind the broadcast.
+    pub missed: AtomicU64,
+}
+
+/// Follows every transition: counts `switchboard_call_transitions_total{from,to}`, call starts,
+/// ends and restarts, and (with OpenTelemetry on) keeps one span per call. Runs until the
+/// broadcast closes; never slows a call (it is one more broadcast receiver).
+pub async fn observe_calls(calls: LiveCalls, totals: Arc<CallTotals>) {
+    let mut notices = calls.subscribe();
+    let mut spans = crate::telemetry::CallSpans::new();
+    loop {
+        match notices.recv().await {
+            Ok(notice) => {
+                metrics::counter!(
+                    "switchboard_call_transitions_total",
+                    "from" => notice.from.as_str(),
+                    "to" => notice.to.as_str()
+                )
+                .increment(1);
+                if notice.from == CallState::Connected {
+                    totals.started.fetch_add(1, Ordering::Relaxed);
+                }
+                if notice.to == CallState::Ended {
+                    totals.ended.fetch_add(1, Ordering::Relaxed);
+                    totals
+                        .restarts_of_ended
+                        .fetch_add(u64::from(notice.restarts), Ordering::Relaxed);
+                }
+                let handle = calls.get(&notice.call_sid);
+                spans.on_transition(&notice, handle.as_deref());
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                totals.missed.fetch_add(n, Ordering::Relaxed);
+                tracing::warn!(
+                    missed = n,
+                    "call observer fell behind the transition broadcast"
+                );
+                spans.close_gone(&calls);
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// `GET /api/v1/stats`: the dashboard's counters.
+pub async fn stats(State(app): State<AppState>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    let runtime = app.runtime();
+    let mut by_state: serde_json::Map<String, Value> = CallState::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), json!(0)))
+        .collect();
+    let mut live_restarts = 0u64;
+    let handles = runtime.calls.handles();
+    for h in &handles {
+        let m = h.snapshot();
+        live_restarts += u64::from(m.restarts());
+        if let Some(n) = by_state.get_mut(m.state().as_str()) {
+            *n = json!(n.as_u64().unwrap_or(0) + 1);
+        }
+    }
+    let totals = app.call_totals();
+    let s = &runtime.stats;
+    let lookups = s.crm.lookups.load(Relaxed);
+    let hits = s.cache.hits.load(Relaxed) + s.cache.shared_hits.load(Relaxed);
+    let hit_rate = (lookups > 0).then(|| hits as f64 / lookups as f64);
+    let ttfa = crate::metrics::time_to_first_audio();
+    Json(json!({
+        "at_ms": now_ms(),
+        "active_calls": handles.len(),
+        "calls_by_state": by_state,
+        "calls_started": totals.started.load(Relaxed),
+        "calls_ended": totals.ended.load(Relaxed),
+        "restarts": {
+            "total": totals.restarts_of_ended.load(Relaxed) + live_restarts,
+            "live_calls": live_restarts,
+        },
+        "prefetch": {
+            "lookups": lookups,
+            "cache_hits": hits,
+            "hit_rate": hit_rate,
+        },
+        "time_to_first_audio_ms": ttfa,
+    }))
+    .into_response()
 }
