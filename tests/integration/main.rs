@@ -5,8 +5,10 @@
 mod common;
 
 mod config;
+mod dashboard;
 mod history;
 mod http;
+mod operator;
 mod persistence;
 mod prefetch;
 mod seed;
