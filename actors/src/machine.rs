@@ -512,8 +512,10 @@ pub struct CallMachine {
     tool_log: Arc<Vec<ToolExchange>>,
     /// Tool calls started and not answered yet: (turn, call).
     tools_running: Vec<(u64, ToolCallRequest)>,
-    /// Ids of every tool call ever started: a tool call is run at most once.
-    tool_ids_seen: Vec<String>,
+    /// Every tool call started, as (turn, tool round, id): a tool call is run at most once.
+    /// Keyed by turn and round too, because some local servers number calls `call_0`, `call_1`
+    /// in every response.
+    tool_ids_seen: Vec<(u64, u32, String)>,
     next_turn: u64,
     next_mark: u64,
     agent: Option<AgentTurn>,
@@ -1006,17 +1008,19 @@ impl CallMachine {
         call: ToolCallRequest,
         fx: &mut Vec<Effect>,
     ) {
-        if self.tool_ids_seen.contains(&call.id) {
-            return self.ignore(name, "this tool call already ran", fx);
-        }
-        let current = self
+        let Some(round) = self
             .agent
             .as_ref()
-            .is_some_and(|a| a.turn == turn && a.generating && !a.stream_done);
-        if !current {
+            .filter(|a| a.turn == turn && a.generating && !a.stream_done)
+            .map(|a| a.tool_rounds)
+        else {
             return self.ignore(name, "no such LLM turn is streaming", fx);
+        };
+        let key = (turn, round, call.id.clone());
+        if self.tool_ids_seen.contains(&key) {
+            return self.ignore(name, "this tool call already ran", fx);
         }
-        self.tool_ids_seen.push(call.id.clone());
+        self.tool_ids_seen.push(key);
         if call.name == crate::tools::END_CALL {
             if let Some(agent) = self.agent.as_mut() {
                 agent.end_call = true;

@@ -15,13 +15,13 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::common::*;
 use crate::history::{relay_send, relay_setup, relay_turn};
 
-type Ws =
+pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-const KNOWN: &str = "+15550100001";
+pub const KNOWN: &str = "+15550100001";
 const TOKEN: &str = "12345";
 
-async fn app(f: impl FnOnce(&mut switchboard::config::Config)) -> (TestApp, tempfile::TempDir) {
+pub async fn app(f: impl FnOnce(&mut switchboard::config::Config)) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(&sqlite_url(dir.path(), "calls.db"));
     config.chaos.enabled = true;
@@ -34,7 +34,7 @@ async fn app(f: impl FnOnce(&mut switchboard::config::Config)) -> (TestApp, temp
     (app, dir)
 }
 
-async fn seed_customer(app: &TestApp, phone: &str, name: &str) {
+pub async fn seed_customer(app: &TestApp, phone: &str, name: &str) {
     let db = app.state.database().expect("database");
     sqlx::query("INSERT INTO customers (phone_e164, name, status, created_at_ms, updated_at_ms) VALUES ($1, $2, 'active', 1, 1)")
         .bind(phone)
@@ -49,7 +49,7 @@ async fn seed_customer(app: &TestApp, phone: &str, name: &str) {
         .expect("seed task");
 }
 
-async fn ws_connect(
+pub async fn ws_connect(
     app: &TestApp,
     path: &str,
     signed: Option<&str>,
@@ -69,7 +69,7 @@ async fn ws_connect(
     Ok(ws)
 }
 
-fn start_frame(call_sid: &str, from: &str) -> String {
+pub fn start_frame(call_sid: &str, from: &str) -> String {
     let mut params = BTreeMap::new();
     params.insert("CallSid".to_string(), call_sid.to_string());
     params.insert("From".to_string(), from.to_string());
@@ -90,7 +90,7 @@ fn start_frame(call_sid: &str, from: &str) -> String {
     .to_json()
 }
 
-fn media_frame(seq: u64, call_sid: &str, payload: Vec<u8>) -> String {
+pub fn media_frame(seq: u64, call_sid: &str, payload: Vec<u8>) -> String {
     InboundFrame::Media(Media {
         sequence_number: seq,
         stream_sid: format!("MZ{call_sid}"),
@@ -113,7 +113,7 @@ fn loud_frame() -> Vec<u8> {
 
 /// Read server messages until `pred` matches one (returns it) — as Twilio, echoing marks when
 /// `echo_marks` is set. Fails after a generous timeout.
-async fn read_until(
+pub async fn read_until(
     ws: &mut Ws,
     echo_marks: bool,
     call_sid: &str,
@@ -144,7 +144,7 @@ async fn read_until(
     }
 }
 
-async fn api(app: &TestApp, path: &str) -> Value {
+pub async fn api(app: &TestApp, path: &str) -> Value {
     app.client
         .get(format!("{}{path}", app.base_url))
         .send()
@@ -155,7 +155,7 @@ async fn api(app: &TestApp, path: &str) -> Value {
         .expect("json")
 }
 
-async fn wait_state(app: &TestApp, sid: &str, state: &str) -> Value {
+pub async fn wait_state(app: &TestApp, sid: &str, state: &str) -> Value {
     for _ in 0..300 {
         let v = api(app, &format!("/api/v1/calls/{sid}")).await;
         if v["state"] == state {
@@ -169,7 +169,7 @@ async fn wait_state(app: &TestApp, sid: &str, state: &str) -> Value {
     );
 }
 
-async fn metric(app: &TestApp, needle: &str) -> f64 {
+pub async fn metric(app: &TestApp, needle: &str) -> f64 {
     let text = app
         .client
         .get(format!("{}/metrics", app.base_url))
