@@ -390,3 +390,66 @@ async fn a_tts_that_times_out_plays_the_fallback_line_instead_of_silence() {
     wait_state(&app, sid, "enriched").await;
     hang_up(&mut ws, sid).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barge_in_closes_the_llm_stream_at_the_provider() {
+    let s = standins(StandinConfig {
+        token_delay: Duration::from_millis(150),
+        reply: ReplyScript {
+            fixed_text: Some(
+                "Let me read you the whole list of everything on your account, one item at a time, slowly."
+                    .into(),
+            ),
+            tool_calls: Vec::new(),
+        },
+        ..StandinConfig::instant()
+    })
+    .await;
+    let (app, _dir) = app(|c| {
+        use_standins(c, &s);
+        c.twilio.mode = switchboard::config::TwilioMode::Relay;
+    })
+    .await;
+    let mut ws = relay(&app).await;
+    relay_setup(&mut ws, "CAbarge", KNOWN).await;
+    relay_turn(&mut ws).await;
+    relay_send(
+        &mut ws,
+        json!({"type":"prompt","voicePrompt":"What is on my account?","lang":"en-US","last":true}),
+    )
+    .await;
+    // The first tokens arrive; the caller interrupts.
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut ws))
+            .await
+            .expect("a token in time")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(t) = msg
+            && t.contains("\"text\"")
+        {
+            break;
+        }
+    }
+    relay_send(
+        &mut ws,
+        json!({"type":"interrupt","utteranceUntilInterrupt":"Let me","durationUntilInterruptMs":400}),
+    )
+    .await;
+    // The stand-in sees its HTTP stream closed before the end: the tokens stop being paid for.
+    for _ in 0..200 {
+        if s.closed_early() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        s.closed_early(),
+        1,
+        "the stream was cancelled at the provider"
+    );
+    let v = api(&app, "/api/v1/calls/CAbarge").await;
+    let last = v["transcript"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["interrupted"], true, "{last}");
+    assert_eq!(last["text"], "Let me");
+}

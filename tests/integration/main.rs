@@ -5,6 +5,7 @@
 mod common;
 
 mod config;
+mod conversation;
 mod dashboard;
 mod history;
 mod http;
