@@ -687,3 +687,6 @@ pub async fn stats(State(app): State<AppState>) -> Response {
     }))
     .into_response()
 }
+
+#[cfg(test)]
+mod tests;

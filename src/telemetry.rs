@@ -162,7 +162,8 @@ pub fn mask_phone_numbers(text: &[u8]) -> Cow<'_, [u8]> {
         }
         if text[i].is_ascii_digit() {
             let end = i + text[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-            let standalone = (i == 0 || !is_word_byte(text[i - 1]))
+            let after_ansi = i > 0 && text[i - 1] == b'm' && ansi_start(text, i - 1).is_some();
+            let standalone = (i == 0 || after_ansi || !is_word_byte(text[i - 1]))
                 && (end == text.len() || !is_word_byte(text[end]));
             if standalone && (8..=15).contains(&(end - i)) && follows_phone_key(text, i) {
                 let digits = std::str::from_utf8(&text[i..end]).unwrap_or_default();
@@ -261,10 +262,20 @@ fn follows_phone_key(text: &[u8], at: usize) -> bool {
     if punctuation == 0 {
         return false;
     }
-    let key_start = text[..j]
+    let mut key_start = text[..j]
         .iter()
         .rposition(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
         .map_or(0, |p| p + 1);
+    // A colour code right before the key (`ESC[3mfrom`): its `3m` is not part of the key.
+    if key_start >= 2 && text[key_start - 1] == b'[' && text[key_start - 2] == 0x1b {
+        let params = text[key_start..j]
+            .iter()
+            .take_while(|b| b.is_ascii_digit() || **b == b';')
+            .count();
+        if text.get(key_start + params) == Some(&b'm') {
+            key_start += params + 1;
+        }
+    }
     let key = String::from_utf8_lossy(&text[key_start..j]).to_ascii_lowercase();
     PHONE_KEYS.contains(&key.as_str())
 }

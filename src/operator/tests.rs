@@ -1,0 +1,74 @@
+use super::*;
+
+fn notice(from: CallState, to: CallState) -> TransitionNotice {
+    TransitionNotice {
+        call_sid: CallSid("CAunit".into()),
+        from,
+        to,
+        event: "test".into(),
+        at_ms: 1_700_000_000_000,
+        restarts: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_client_behind_the_broadcast_is_dropped_as_lagged() {
+    let (tx, rx) = broadcast::channel(2);
+    for _ in 0..5 {
+        tx.send(notice(CallState::Greeting, CallState::Enriched))
+            .unwrap();
+    }
+    let (queue, _reader) = mpsc::channel(16);
+    let why = forward_events(LiveCalls::new(), rx, queue, Duration::from_secs(60)).await;
+    assert_eq!(why, Some(DropReason::Lagged));
+}
+
+#[tokio::test]
+async fn a_client_whose_queue_is_full_is_dropped_as_slow() {
+    let (tx, rx) = broadcast::channel(16);
+    for _ in 0..3 {
+        tx.send(notice(CallState::Greeting, CallState::Enriched))
+            .unwrap();
+    }
+    let (queue, mut reader) = mpsc::channel(2);
+    let why = forward_events(LiveCalls::new(), rx, queue, Duration::from_secs(60)).await;
+    assert_eq!(why, Some(DropReason::Slow));
+    // What was queued is still delivered, then the stream ends.
+    assert_eq!(reader.recv().await.unwrap().name, "transition");
+    assert_eq!(reader.recv().await.unwrap().name, "transition");
+    assert!(reader.recv().await.is_none());
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_ends_its_forwarder_without_a_drop() {
+    let (_tx, rx) = broadcast::channel::<TransitionNotice>(16);
+    let (queue, reader) = mpsc::channel(2);
+    drop(reader);
+    let why = forward_events(LiveCalls::new(), rx, queue, Duration::from_secs(60)).await;
+    assert_eq!(why, None);
+}
+
+#[test]
+fn the_end_of_a_call_is_a_transition_then_call_ended() {
+    let events = live_events(&notice(CallState::Finalizing, CallState::Ended), None);
+    let names: Vec<_> = events.iter().map(|e| e.name).collect();
+    assert_eq!(names, ["transition", "call_ended"]);
+    assert_eq!(events[1].data["call_sid"], "CAunit");
+}
+
+#[test]
+fn tokens_survive_the_cookie_and_compare_exactly() {
+    let token = "s3cret/with;odd=chars é";
+    assert_eq!(percent_decode(&percent_encode(token)), token);
+    assert!(
+        percent_encode(token)
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b))
+    );
+    assert!(token_matches("abc", &["x".into(), "abc".into()]));
+    assert!(!token_matches(
+        "abc",
+        &["abcd".into(), "ab".into(), String::new()]
+    ));
+    assert!(!token_matches("abc", &[]));
+}
