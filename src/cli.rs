@@ -38,6 +38,16 @@ pub enum Command {
     Migrate,
     /// Load demo CRM data: customers, facts, tasks and past calls.
     Seed(SeedArgs),
+    /// Everything on the embedded defaults: SQLite, seeded CRM data, the provider stand-ins, the
+    /// server and a few simulated calls (returning, new, barge-in, crash), then the dashboard.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Stop the server once the demo calls are done (instead of leaving it up).
+    #[arg(long)]
+    pub exit_after_calls: bool,
 }
 
 #[derive(Debug, Args)]
@@ -64,7 +74,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(error) = crate::telemetry::init(&config.log) {
+    let mut log = config.log.clone();
+    if matches!(cli.command, Command::Demo(_)) && log.level == "info" {
+        // The demo prints each call's walk itself; the server's info lines would bury it.
+        log.level = "warn".into();
+    }
+    if let Err(error) = crate::telemetry::init(&log) {
         eprintln!("error: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -96,6 +111,8 @@ pub enum CliError {
     Storage(#[from] crate::storage::StorageError),
     #[error(transparent)]
     Seed(#[from] crate::seed::SeedError),
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
 }
 
 /// Runs one subcommand with a loaded configuration.
@@ -116,6 +133,14 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
                 db.display_url()
             );
             db.close().await;
+        }
+        Command::Demo(args) => {
+            crate::demo::run(
+                config,
+                args.exit_after_calls,
+                crate::http::shutdown_signal(),
+            )
+            .await?;
         }
         Command::Seed(args) => {
             let db = Database::connect_with_config(&config.database).await?;

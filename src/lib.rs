@@ -13,6 +13,7 @@
 //! - [`operator`]: the operator API over live calls and stored ones.
 //! - [`metrics`]: Prometheus metrics at `/metrics`.
 //! - [`dashboard`]: the operator dashboard page at `/` (embedded HTML, JS and CSS).
+//! - [`demo`]: `switchboard demo` — server, stand-ins, seed and a few simulated calls.
 //! - [`redis_cache`]: the shared (Redis) tier of the customer-context cache.
 //! - [`journal`]: the append-only file persistence spills to when the database cannot keep up.
 //! - [`history`]: past conversations of a customer, and deleting a customer's data.
@@ -21,6 +22,7 @@ pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
+pub mod demo;
 pub mod edge;
 pub mod history;
 pub mod http;

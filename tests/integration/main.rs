@@ -6,6 +6,7 @@ mod common;
 
 mod config;
 mod conversation;
+mod demo;
 mod dashboard;
 mod history;
 mod http;
