@@ -88,6 +88,10 @@ pub(crate) fn draw(report: &RunReport, path: &Path) -> Result<(), String> {
         .draw()
         .map_err(|e| err(&e))?;
     for (name, color, points) in lines {
+        // Dots on the seconds that had samples: a line alone would hide the gaps.
+        chart
+            .draw_series(points.iter().map(|p| Circle::new(*p, 2, color.filled())))
+            .map_err(|e| err(&e))?;
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| err(&e))?

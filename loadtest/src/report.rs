@@ -267,13 +267,20 @@ impl RunReport {
 
     fn turn_counts(&self) -> Value {
         let turns = || self.calls.iter().flat_map(|c| c.outcome.turns.iter());
+        let media_turns = || {
+            self.calls
+                .iter()
+                .filter(|c| c.outcome.transport == Transport::Media)
+                .flat_map(|c| c.outcome.turns.iter())
+        };
         json!({
             "planned": turns().count(),
             "said": turns().filter(|t| t.said).count(),
             "replied": turns().filter(|t| t.latency.is_some()).count(),
             "barge_in_planned": turns().filter(|t| t.barge_in).count(),
             "talked_over_agent": turns().filter(|t| t.talked_over_agent).count(),
-            "clear_received": turns().filter(|t| t.talked_over_agent && t.clear_received).count(),
+            "media_talked_over_agent": media_turns().filter(|t| t.talked_over_agent).count(),
+            "media_clear_received": media_turns().filter(|t| t.talked_over_agent && t.clear_received).count(),
         })
     }
 
@@ -526,12 +533,13 @@ impl RunReport {
         let t = &j["turns"];
         let _ = writeln!(
             s,
-            "turns         {} said, {} answered; barge-in: {} planned, {} talked over the agent, {} of them got a clear",
+            "turns         {} said, {} answered; barge-in: {} planned, {} talked over the agent; media: {} of {} barge-ins got a clear",
             t["said"],
             t["replied"],
             t["barge_in_planned"],
             t["talked_over_agent"],
-            t["clear_received"]
+            t["media_clear_received"],
+            t["media_talked_over_agent"]
         );
         let _ = writeln!(s, "turn latency  {}", Stats::line(&self.turn_latency(None)));
         for transport in [Transport::Media, Transport::Relay] {

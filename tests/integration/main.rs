@@ -10,6 +10,7 @@ mod demo;
 mod dashboard;
 mod history;
 mod http;
+mod loadtest;
 mod operator;
 mod persistence;
 mod prefetch;
