@@ -6,8 +6,8 @@ mod common;
 
 mod config;
 mod conversation;
-mod demo;
 mod dashboard;
+mod demo;
 mod history;
 mod http;
 mod loadtest;
