@@ -937,7 +937,6 @@ impl CallMachine {
     }
 
     fn on_llm_done(&mut self, now: Millis, turn: u64, name: &'static str, fx: &mut Vec<Effect>) {
-        let relay = self.is_relay();
         let Some(agent) = self
             .agent
             .as_mut()
@@ -961,21 +960,7 @@ impl CallMachine {
         agent.generating = false;
         self.armed
             .retain(|t| t.kind != TimerKind::LlmDeadline && t.kind != TimerKind::Filler);
-        if relay {
-            fx.push(Effect::Speak(Speech {
-                turn,
-                mark: String::new(),
-                text: String::new(),
-                kind: SpeechKind::Reply,
-                last: true,
-            }));
-        } else {
-            let rest = split_speakable(&mut agent.pending, true);
-            let count = rest.len();
-            for (i, piece) in rest.into_iter().enumerate() {
-                self.emit_segment(turn, piece, SpeechKind::Reply, i + 1 == count, fx);
-            }
-        }
+        self.finish_reply_speech(turn, fx);
         self.maybe_complete_turn(now, fx);
     }
 
@@ -1123,17 +1108,7 @@ impl CallMachine {
                 self.say(now, line, AfterTurn::Finalize, fx);
                 return self.begin_finalizing(now, "agent_ended_call", "agent ended the call", fx);
             }
-            if self.is_relay() {
-                fx.push(Effect::Speak(Speech {
-                    turn,
-                    mark: String::new(),
-                    text: String::new(),
-                    kind: SpeechKind::Reply,
-                    last: true,
-                }));
-            } else {
-                self.flush_pending_final(turn, fx);
-            }
+            self.finish_reply_speech(turn, fx);
             return self.maybe_complete_turn(now, fx);
         }
         let offer_tools = agent.tool_rounds < max_rounds;
@@ -1160,8 +1135,19 @@ impl CallMachine {
         }
     }
 
-    /// Media mode: speak everything generated, the last piece marked as last.
-    fn flush_pending_final(&mut self, turn: u64, fx: &mut Vec<Effect>) {
+    /// The reply's generation is over: relay gets the closing `last` token; media speaks
+    /// everything still pending, the last piece marked as last.
+    fn finish_reply_speech(&mut self, turn: u64, fx: &mut Vec<Effect>) {
+        if self.is_relay() {
+            fx.push(Effect::Speak(Speech {
+                turn,
+                mark: String::new(),
+                text: String::new(),
+                kind: SpeechKind::Reply,
+                last: true,
+            }));
+            return;
+        }
         let Some(agent) = self.agent.as_mut() else {
             return;
         };
