@@ -12,7 +12,7 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use switchboard_actors::TransitionNotice;
+use switchboard_actors::{NoticeKind, TransitionNotice};
 use switchboard_loadtest::{CallPlan, CallProgress, Target, Transport, simulate_call};
 
 use crate::config::Config;
@@ -153,6 +153,7 @@ pub async fn run(
             match transitions.recv().await {
                 Ok(TransitionNotice {
                     call_sid,
+                    kind,
                     from,
                     to,
                     event,
@@ -163,6 +164,16 @@ pub async fn run(
                         .iter()
                         .find(|(sid, _)| *sid == call_sid.0)
                         .map_or("call", |(_, l)| *l);
+                    if kind == NoticeKind::Restart {
+                        line(
+                            label,
+                            &format!(
+                                "call actor restarted by its supervisor (restarts: {restarts}); still {}",
+                                to.as_str()
+                            ),
+                        );
+                        continue;
+                    }
                     let restarted = if restarts > 0 {
                         format!(" (restarts: {restarts})")
                     } else {

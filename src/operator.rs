@@ -28,7 +28,7 @@ use sqlx::Row;
 use subtle::ConstantTimeEq;
 use switchboard_actors::machine::{CallMachine, CallState, Event};
 use switchboard_actors::{
-    CallHandle, CallSid, ContextStatus, LiveCalls, TransitionNotice, mask_phone,
+    CallHandle, CallSid, ContextStatus, LiveCalls, NoticeKind, TransitionNotice, mask_phone,
 };
 use tokio::sync::{broadcast, mpsc};
 
@@ -268,6 +268,7 @@ pub async fn call_detail(State(app): State<AppState>, Path(sid): Path<String>) -
         v["context"] = context_json(m.context_status(), &m);
         v["history"] = json!(m.transitions().iter().map(|t| json!({"from": t.from.as_str(), "to": t.to.as_str(), "event": t.event, "at_ms": t.at_ms})).collect::<Vec<_>>());
         v["transcript"] = json!(m.conversation().iter().map(|c| json!({"seq": c.seq, "role": c.role.as_str(), "text": c.text, "interrupted": c.interrupted, "at_ms": c.at_ms})).collect::<Vec<_>>());
+        v["turns"] = json!(h.turns.recent());
         v["stream_events"] = json!(
             h.stream_events()
                 .iter()
@@ -459,6 +460,18 @@ impl DropReason {
 /// details (masked caller, customer name, transport, context) come from the call's snapshot when
 /// the call is still registered.
 pub fn live_events(notice: &TransitionNotice, handle: Option<&CallHandle>) -> Vec<LiveEvent> {
+    if notice.kind == NoticeKind::Restart {
+        return vec![LiveEvent {
+            name: "call_restarted",
+            data: json!({
+                "call_sid": notice.call_sid.0,
+                "state": notice.to.as_str(),
+                "event": notice.event,
+                "at_ms": notice.at_ms,
+                "restarts": notice.restarts,
+            }),
+        }];
+    }
     let mut transition = json!({
         "call_sid": notice.call_sid.0,
         "from": notice.from.as_str(),
@@ -606,13 +619,13 @@ pub struct CallTotals {
 }
 
 /// Follows every transition: counts `switchboard_call_transitions_total{from,to}`, call starts,
-/// ends and restarts, and (with OpenTelemetry on) keeps one span per call. Runs until the
-/// broadcast closes; never slows a call (it is one more broadcast receiver).
+/// ends and restarts. Runs until the broadcast closes; never slows a call (it is one more
+/// broadcast receiver).
 pub async fn observe_calls(calls: LiveCalls, totals: Arc<CallTotals>) {
     let mut notices = calls.subscribe();
-    let mut spans = crate::telemetry::CallSpans::new();
     loop {
         match notices.recv().await {
+            Ok(notice) if notice.kind == NoticeKind::Restart => {}
             Ok(notice) => {
                 metrics::counter!(
                     "switchboard_call_transitions_total",
@@ -629,8 +642,6 @@ pub async fn observe_calls(calls: LiveCalls, totals: Arc<CallTotals>) {
                         .restarts_of_ended
                         .fetch_add(u64::from(notice.restarts), Ordering::Relaxed);
                 }
-                let handle = calls.get(&notice.call_sid);
-                spans.on_transition(&notice, handle.as_deref());
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 totals.missed.fetch_add(n, Ordering::Relaxed);
@@ -638,7 +649,6 @@ pub async fn observe_calls(calls: LiveCalls, totals: Arc<CallTotals>) {
                     missed = n,
                     "call observer fell behind the transition broadcast"
                 );
-                spans.close_gone(&calls);
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }

@@ -11,17 +11,13 @@
 use std::borrow::Cow;
 use std::io::{self, IsTerminal, Write};
 
-use switchboard_actors::{CallHandle, CallSid, LiveCalls, TransitionNotice, mask_phone};
+use switchboard_actors::mask_phone;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogConfig, LogFormat};
-
-/// Target of the events that mark a call's transitions inside its span (exported, not printed:
-/// the call actor already logs every transition).
-pub const CALL_TRACE_TARGET: &str = "switchboard::call_trace";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -62,11 +58,6 @@ pub fn init(log: &LogConfig) -> Result<(), TelemetryError> {
             .with_writer(writer)
             .boxed(),
     };
-    let fmt = fmt
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            meta.target() != CALL_TRACE_TARGET
-        }))
-        .boxed();
     let mut layers: Vec<BoxedLayer<Filtered>> = vec![fmt];
     if !log.otlp_endpoint.is_empty() {
         layers.push(otel::layer(&log.otlp_endpoint)?);
@@ -289,78 +280,6 @@ fn ansi_start(text: &[u8], m_at: usize) -> Option<usize> {
     (k >= 2 && text[k - 1] == b'[' && text[k - 2] == 0x1b).then(|| k - 2)
 }
 
-// === One span per call (exported with OpenTelemetry) ===
-
-/// One `call` span per live call, opened at its first transition and closed when it ends, with
-/// every transition as an event: what a trace backend shows for a call. Fed from the transition
-/// broadcast by the operator's call observer, so it costs the call nothing. Without an
-/// OpenTelemetry exporter it keeps nothing.
-pub struct CallSpans {
-    spans: std::collections::HashMap<CallSid, tracing::Span>,
-    enabled: bool,
-}
-
-impl Default for CallSpans {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl CallSpans {
-    pub fn new() -> Self {
-        CallSpans {
-            spans: std::collections::HashMap::new(),
-            enabled: otel::active(),
-        }
-    }
-
-    pub fn on_transition(&mut self, notice: &TransitionNotice, handle: Option<&CallHandle>) {
-        if !self.enabled {
-            return;
-        }
-        let span = self
-            .spans
-            .entry(notice.call_sid.clone())
-            .or_insert_with(|| {
-                let snapshot = handle.map(|h| h.snapshot());
-                let caller = snapshot
-                    .as_ref()
-                    .and_then(|m| m.call_start().map(|s| s.caller.masked()))
-                    .unwrap_or_default();
-                let transport = handle.map_or("", |h| h.transport.as_str());
-                tracing::info_span!(
-                    target: CALL_TRACE_TARGET,
-                    parent: None,
-                    "call",
-                    call_sid = %notice.call_sid,
-                    caller = %caller,
-                    transport,
-                    state = tracing::field::Empty,
-                    restarts = tracing::field::Empty,
-                )
-            });
-        span.record("state", notice.to.as_str());
-        span.record("restarts", notice.restarts);
-        tracing::info!(
-            target: CALL_TRACE_TARGET,
-            parent: &*span,
-            from = notice.from.as_str(),
-            to = notice.to.as_str(),
-            event = %notice.event,
-            at_ms = notice.at_ms,
-            "transition"
-        );
-        if notice.to == switchboard_actors::CallState::Ended {
-            self.spans.remove(&notice.call_sid);
-        }
-    }
-
-    /// After missed notices: close the spans of calls that are no longer live.
-    pub fn close_gone(&mut self, calls: &LiveCalls) {
-        self.spans.retain(|sid, _| calls.get(sid).is_some());
-    }
-}
-
 #[cfg(feature = "otel")]
 mod otel {
     use std::sync::OnceLock;
@@ -375,10 +294,6 @@ mod otel {
     use super::TelemetryError;
 
     static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
-
-    pub fn active() -> bool {
-        PROVIDER.get().is_some()
-    }
 
     /// `{endpoint}/v1/traces`, unless the endpoint already names the traces path.
     fn traces_url(endpoint: &str) -> String {
@@ -434,10 +349,6 @@ mod otel {
 #[cfg(not(feature = "otel"))]
 mod otel {
     use super::TelemetryError;
-
-    pub fn active() -> bool {
-        false
-    }
 
     pub fn layer<S: tracing::Subscriber>(
         _endpoint: &str,

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::Instrument;
 
-use crate::handle::{CallHandle, TransitionNotice};
+use crate::handle::{CallHandle, NoticeKind, TransitionNotice};
 use crate::machine::{CallMachine, CallState, Effect, Event};
 use crate::ports::PersistRecord;
 use crate::runtime::Services;
@@ -52,7 +53,7 @@ impl Actor for CallActor {
             services: args.services,
         };
         if args.restored {
-            resume(&state);
+            state.handle.span.in_scope(|| resume(&state));
         }
         Ok(state)
     }
@@ -63,42 +64,45 @@ impl Actor for CallActor {
         msg: CallMsg,
         st: &mut CallActorState,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            CallMsg::Crash { reason } => {
-                tracing::warn!(call_sid = %st.handle.sid, %reason, "chaos: call actor failing on purpose");
-                panic!("chaos crash requested: {reason}");
+        let span = st.handle.span.clone();
+        span.in_scope(|| on_message(&myself, msg, st));
+        Ok(())
+    }
+}
+
+/// One message, inside the call's span (synchronous: nothing here waits).
+fn on_message(myself: &ActorRef<CallMsg>, msg: CallMsg, st: &mut CallActorState) {
+    match msg {
+        CallMsg::Crash { reason } => {
+            tracing::warn!(%reason, "chaos: call actor failing on purpose");
+            panic!("chaos crash requested: {reason}");
+        }
+        CallMsg::Event { id, event } => {
+            if id <= st.machine.applied_event_id() {
+                return; // replayed, already applied before the snapshot
             }
-            CallMsg::Event { id, event } => {
-                if id <= st.machine.applied_event_id() {
-                    return Ok(()); // replayed, already applied before the snapshot
+            let now = st.services.clock.now_ms();
+            match &event {
+                Event::CallerUtterance { is_final: true, .. } => st.handle.turns.caller_finished(),
+                Event::LlmToken { turn, .. } => st.handle.turns.first_token(*turn),
+                _ => {}
+            }
+            let effects = st.machine.handle(now, event);
+            st.machine.set_applied_event_id(id);
+            st.handle.store_snapshot(Arc::new(st.machine.clone()));
+            for effect in effects {
+                execute(st, effect);
+            }
+            if st.machine.state() == CallState::Ended {
+                // The call record (the next call's "last call") is written: drop the cached context.
+                if let Some(phone) = st.machine.call_start().and_then(|c| c.caller.e164.clone()) {
+                    let _ = st.services.crm.cast(CrmMsg::Invalidate { phone });
                 }
-                let now = st.services.clock.now_ms();
-                match &event {
-                    Event::CallerUtterance { is_final: true, .. } => {
-                        st.handle.turns.caller_finished()
-                    }
-                    Event::LlmToken { turn, .. } => st.handle.turns.first_token(*turn),
-                    _ => {}
-                }
-                let effects = st.machine.handle(now, event);
-                st.machine.set_applied_event_id(id);
-                st.handle.store_snapshot(Arc::new(st.machine.clone()));
-                for effect in effects {
-                    execute(st, effect);
-                }
-                if st.machine.state() == CallState::Ended {
-                    // The call record (the next call's "last call") is written: drop the cached context.
-                    if let Some(phone) = st.machine.call_start().and_then(|c| c.caller.e164.clone())
-                    {
-                        let _ = st.services.crm.cast(CrmMsg::Invalidate { phone });
-                    }
-                    st.handle.mark_ended();
-                    st.services.calls.remove(&st.handle.sid);
-                    myself.stop(Some("call ended".into()));
-                }
+                st.handle.mark_ended();
+                st.services.calls.remove(&st.handle.sid);
+                myself.stop(Some("call ended".into()));
             }
         }
-        Ok(())
     }
 }
 
@@ -151,7 +155,7 @@ fn execute(st: &CallActorState, effect: Effect) {
             let ports = s.tools.clone();
             let handle = Arc::downgrade(&st.handle);
             let now = s.clock.now_ms();
-            tracing::info!(call_sid = %sid, tool = %call.name, "tool call");
+            tracing::info!(tool = %call.name, "tool call");
             tokio::spawn(async move {
                 let outcome = crate::tools::run(&ports, &call, &scope, now).await;
                 metrics::counter!("switchboard_tool_calls_total", "tool" => crate::tools::NAMES.iter().find(|n| **n == call.name).copied().unwrap_or("unknown"), "ok" => if outcome.ok { "true" } else { "false" }).increment(1);
@@ -163,7 +167,7 @@ fn execute(st: &CallActorState, effect: Effect) {
                         ok: outcome.ok,
                     });
                 }
-            });
+            }.in_current_span());
         }
         Effect::ClearPlayback => st.handle.clear_playback(),
         Effect::FetchContext { phone } => {
@@ -209,9 +213,10 @@ fn execute(st: &CallActorState, effect: Effect) {
             });
         }
         Effect::RecordTransition(transition) => {
-            tracing::info!(call_sid = %sid, from = transition.from.as_str(), to = transition.to.as_str(), event = %transition.event, "call state changed");
+            tracing::info!(from = transition.from.as_str(), to = transition.to.as_str(), event = %transition.event, "call state changed");
             s.calls.publish(TransitionNotice {
                 call_sid: sid.clone(),
+                kind: NoticeKind::Transition,
                 from: transition.from,
                 to: transition.to,
                 event: transition.event.clone(),
@@ -240,16 +245,20 @@ fn execute(st: &CallActorState, effect: Effect) {
             persistence
                 .summarizing
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            tokio::spawn(async move {
-                if record.summary.is_none() {
-                    let summary = crate::summary::summarize(llm.as_ref(), &record, deadline).await;
-                    record.summary = Some(summary);
+            tokio::spawn(
+                async move {
+                    if record.summary.is_none() {
+                        let summary =
+                            crate::summary::summarize(llm.as_ref(), &record, deadline).await;
+                        record.summary = Some(summary);
+                    }
+                    persistence.finalize(record);
+                    persistence
+                        .summarizing
+                        .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 }
-                persistence.finalize(record);
-                persistence
-                    .summarizing
-                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-            });
+                .in_current_span(),
+            );
         }
         Effect::CloseStream => {
             st.handle.push_outbound(crate::handle::Outbound::Close {
@@ -261,7 +270,7 @@ fn execute(st: &CallActorState, effect: Effect) {
             state,
             reason,
         } => {
-            tracing::debug!(call_sid = %sid, event, state = state.as_str(), reason, "event ignored");
+            tracing::debug!(event, state = state.as_str(), reason, "event ignored");
         }
     }
 }

@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use tracing::Instrument;
 
 use dashmap::DashMap;
 use ractor::ActorRef;
@@ -238,6 +239,11 @@ pub struct CallHandle {
     stream_events: Mutex<Vec<(String, Option<String>)>>,
     /// Per-turn latencies.
     pub turns: Arc<TurnClock>,
+    /// The call's tracing span (`call{call_sid, transport}`): the call actor, its speaker, its
+    /// tool and summary tasks log inside it, so every line names the call. A root span (no
+    /// parent) at ERROR level, so it is never filtered out while anything about the call is
+    /// logged; with OpenTelemetry it is the call's trace.
+    pub span: tracing::Span,
 }
 
 impl CallHandle {
@@ -251,6 +257,12 @@ impl CallHandle {
         greeting: GreetingSource,
     ) -> Arc<Self> {
         let (speaker_tx, speaker_rx) = mpsc::unbounded_channel();
+        let span = tracing::error_span!(
+            parent: None,
+            "call",
+            call_sid = %sid,
+            transport = transport.as_str()
+        );
         let handle = Arc::new(CallHandle {
             sid,
             transport,
@@ -269,13 +281,11 @@ impl CallHandle {
             outbound_stuck: AtomicBool::new(false),
             stream_events: Mutex::new(Vec::new()),
             turns: Arc::new(TurnClock::new(transport)),
+            span: span.clone(),
         });
-        tokio::spawn(speaker_loop(
-            Arc::downgrade(&handle),
-            speaker_rx,
-            speech,
-            greeting,
-        ));
+        tokio::spawn(
+            speaker_loop(Arc::downgrade(&handle), speaker_rx, speech, greeting).instrument(span),
+        );
         handle
     }
 
@@ -511,15 +521,25 @@ async fn speaker_loop(
     }
 }
 
-/// A state change, as published to operators.
+/// A state change, or a restart of the call's actor, as published to operators.
 #[derive(Clone, Debug, Serialize)]
 pub struct TransitionNotice {
     pub call_sid: CallSid,
+    /// `Restart`: the supervisor replaced the call's failed actor; the call stays in its state
+    /// (`from == to`), `event` says what failed and `restarts` is the new count.
+    pub kind: NoticeKind,
     pub from: CallState,
     pub to: CallState,
     pub event: String,
     pub at_ms: Millis,
     pub restarts: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    Transition,
+    Restart,
 }
 
 /// All live calls of this process, by call sid, plus a broadcast of every transition.

@@ -35,6 +35,6 @@ pub mod testing;
 pub mod tools;
 
 pub use domain::*;
-pub use handle::{CallHandle, GreetingSource, LiveCalls, Outbound, TransitionNotice};
+pub use handle::{CallHandle, GreetingSource, LiveCalls, NoticeKind, Outbound, TransitionNotice};
 pub use machine::{CallMachine, CallState, Effect, Event, MachineConfig};
 pub use runtime::{Ports, Runtime, RuntimeConfig};

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::call::{CallActor, CallArgs, CallMsg};
 use crate::domain::*;
-use crate::handle::{CallHandle, Outbound};
+use crate::handle::{CallHandle, NoticeKind, Outbound, TransitionNotice};
 use crate::machine::{CallMachine, Event};
 use crate::runtime::Services;
 
@@ -128,7 +128,7 @@ impl Actor for CallSupervisor {
                 };
                 handle.detach();
                 tracing::warn!(call_sid = %sid, error = %err, "call actor failed");
-                restart(&me, st, handle).await;
+                restart(&me, st, handle, err.to_string()).await;
             }
             _ => {}
         }
@@ -176,7 +176,12 @@ async fn start_call(
     }
 }
 
-async fn restart(me: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, handle: Arc<CallHandle>) {
+async fn restart(
+    me: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    handle: Arc<CallHandle>,
+    failure: String,
+) {
     let sid = handle.sid.clone();
     let now = st.services.clock.now_ms();
     let window = st.restart_window.as_millis() as Millis;
@@ -211,7 +216,18 @@ async fn restart(me: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, handle:
         Ok((actor, _)) => {
             st.children.insert(actor.get_id(), sid.clone());
             handle.attach(actor);
-            tracing::info!(call_sid = %sid, restarts = handle.snapshot().restarts(), "call actor restarted from snapshot");
+            let snapshot = handle.snapshot();
+            tracing::info!(call_sid = %sid, restarts = snapshot.restarts(), "call actor restarted from snapshot");
+            metrics::counter!("switchboard_call_restarts_total").increment(1);
+            st.services.calls.publish(TransitionNotice {
+                call_sid: sid.clone(),
+                kind: NoticeKind::Restart,
+                from: snapshot.state(),
+                to: snapshot.state(),
+                event: format!("actor restarted after: {failure}"),
+                at_ms: now,
+                restarts: snapshot.restarts(),
+            });
             if !within_budget {
                 *st.gave_up.entry(sid).or_default() += 1;
                 let _ = handle.send(Event::Fatal {

@@ -14,6 +14,7 @@
 //! client that stops reading fills the bounded outbound queue and the call is ended.
 
 use std::sync::{Arc, OnceLock};
+use tracing::Instrument;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
@@ -42,7 +43,7 @@ pub async fn media_ws(
     if let Err(denied) = super::auth::check_upgrade(&app, &headers, &uri) {
         return *denied;
     }
-    socket::accept(upgrade, move |fut| session(app, fut))
+    socket::accept(upgrade, T, move |fut| session(app, fut))
 }
 
 async fn session(app: AppState, fut: UpgradeFut) {
@@ -57,13 +58,16 @@ async fn session(app: AppState, fut: UpgradeFut) {
     let (out_tx, out_rx) = mpsc::channel(socket::OUTBOUND_QUEUE);
     let stream_sid: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
     let started_at: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
-    let writer = tokio::spawn(writer(
-        write,
-        out_rx,
-        control_rx,
-        stream_sid.clone(),
-        started_at.clone(),
-    ));
+    let writer = tokio::spawn(
+        writer(
+            write,
+            out_rx,
+            control_rx,
+            stream_sid.clone(),
+            started_at.clone(),
+        )
+        .in_current_span(),
+    );
     let mut call: Option<Arc<CallHandle>> = None;
     let mut stt_audio: Option<mpsc::Sender<Vec<u8>>> = None;
     let mut vad = Vad::default();
@@ -94,6 +98,7 @@ async fn session(app: AppState, fut: UpgradeFut) {
                 }
                 let _ = started_at.set(Instant::now());
                 let _ = stream_sid.set(start.stream_sid.clone());
+                socket::name_call(&start.call_sid);
                 let region = app.phone_region();
                 let from = start
                     .custom_parameters
@@ -118,12 +123,14 @@ async fn session(app: AppState, fut: UpgradeFut) {
                     Ok(handle) => {
                         let session = app.calls().stt.open(&start.call_sid);
                         stt_audio = Some(session.audio);
-                        tokio::spawn(transcripts(session.events, Arc::downgrade(&handle)));
+                        tokio::spawn(
+                            transcripts(session.events, Arc::downgrade(&handle)).in_current_span(),
+                        );
                         call = Some(handle);
                     }
                     Err(e) => {
                         reject(T, "call_not_started");
-                        tracing::warn!(call_sid = %start.call_sid, error = %e, "call not started");
+                        tracing::warn!(error = %e, "call not started");
                         let _ = out_tx.try_send(Outbound::Close {
                             reason: e.to_string(),
                         });
@@ -194,12 +201,12 @@ async fn transcripts(mut events: mpsc::Receiver<SttEvent>, call: std::sync::Weak
             }
             SttEvent::Reconnecting { reason } => {
                 metrics::counter!("switchboard_stt_reconnects_total").increment(1);
-                tracing::warn!(call_sid = %h.sid, %reason, "speech-to-text connection lost; reconnecting");
+                tracing::warn!(%reason, "speech-to-text connection lost; reconnecting");
                 Ok(())
             }
             SttEvent::Failed { reason } => {
                 metrics::counter!("switchboard_stt_failures_total").increment(1);
-                tracing::error!(call_sid = %h.sid, %reason, "speech-to-text gave up; the call goes on without transcripts");
+                tracing::error!(%reason, "speech-to-text gave up; the call goes on without transcripts");
                 Ok(())
             }
         };

@@ -5,6 +5,7 @@
 //! The same call actor and state machine serve both transports.
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
@@ -30,7 +31,7 @@ pub async fn relay_ws(
     if let Err(denied) = super::auth::check_upgrade(&app, &headers, &uri) {
         return *denied;
     }
-    socket::accept(upgrade, move |fut| session(app, fut))
+    socket::accept(upgrade, T, move |fut| session(app, fut))
 }
 
 async fn session(app: AppState, fut: UpgradeFut) {
@@ -43,7 +44,7 @@ async fn session(app: AppState, fut: UpgradeFut) {
     };
     let (control_tx, control_rx) = mpsc::channel(8);
     let (out_tx, out_rx) = mpsc::channel(socket::OUTBOUND_QUEUE);
-    let writer = tokio::spawn(writer(write, out_rx, control_rx));
+    let writer = tokio::spawn(writer(write, out_rx, control_rx).in_current_span());
     let mut call: Option<Arc<CallHandle>> = None;
     loop {
         let text = match socket::next(&mut read, &control_tx).await {
@@ -68,6 +69,7 @@ async fn session(app: AppState, fut: UpgradeFut) {
                     reject(T, "second_setup");
                     continue;
                 }
+                socket::name_call(&setup.call_sid);
                 let from = setup.from.clone().unwrap_or_default();
                 let call_start = CallStart {
                     call_sid: CallSid(setup.call_sid.clone()),
@@ -82,7 +84,7 @@ async fn session(app: AppState, fut: UpgradeFut) {
                     Ok(handle) => call = Some(handle),
                     Err(e) => {
                         reject(T, "call_not_started");
-                        tracing::warn!(call_sid = %setup.call_sid, error = %e, "call not started");
+                        tracing::warn!(error = %e, "call not started");
                         let _ = out_tx.try_send(Outbound::Close {
                             reason: e.to_string(),
                         });

@@ -2,6 +2,7 @@
 //! writer task, and the bounded outbound queue between the call and the writer.
 
 use std::future::Future;
+use tracing::Instrument;
 
 use axum::response::{IntoResponse, Response};
 use fastwebsockets::upgrade::{IncomingUpgrade, UpgradeFut};
@@ -28,14 +29,24 @@ pub const MAX_SOCKET_MESSAGE: usize = 1024 * 1024;
 pub type Control = mpsc::Sender<Frame<'static>>;
 
 /// Accept the upgrade and run `session` on the connected socket in a task of its own.
-pub fn accept<F, Fut>(upgrade: IncomingUpgrade, session: F) -> Response
+/// Names the call in the current socket's span (see [`accept`]).
+pub fn name_call(call_sid: &str) {
+    tracing::Span::current().record("call_sid", tracing::field::display(call_sid));
+}
+
+pub fn accept<F, Fut>(upgrade: IncomingUpgrade, transport: &'static str, session: F) -> Response
 where
     F: FnOnce(UpgradeFut) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     match upgrade.upgrade() {
         Ok((response, fut)) => {
-            tokio::spawn(session(fut));
+            // Everything the socket's tasks log names the call once `start`/`setup` said which
+            // (`name_call`). ERROR level, like the call actor's span: never filtered out while
+            // anything is logged.
+            let span =
+                tracing::error_span!("twilio_socket", transport, call_sid = tracing::field::Empty);
+            tokio::spawn(session(fut).instrument(span));
             response.map(axum::body::Body::new).into_response()
         }
         Err(e) => (

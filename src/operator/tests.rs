@@ -3,6 +3,7 @@ use super::*;
 fn notice(from: CallState, to: CallState) -> TransitionNotice {
     TransitionNotice {
         call_sid: CallSid("CAunit".into()),
+        kind: NoticeKind::Transition,
         from,
         to,
         event: "test".into(),
@@ -54,6 +55,20 @@ fn the_end_of_a_call_is_a_transition_then_call_ended() {
     let names: Vec<_> = events.iter().map(|e| e.name).collect();
     assert_eq!(names, ["transition", "call_ended"]);
     assert_eq!(events[1].data["call_sid"], "CAunit");
+}
+
+#[test]
+fn a_restart_is_its_own_event_and_keeps_the_state() {
+    let mut restart = notice(CallState::Conversing, CallState::Conversing);
+    restart.kind = NoticeKind::Restart;
+    restart.restarts = 2;
+    restart.event = "actor restarted after: boom".into();
+    let events = live_events(&restart, None);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].name, "call_restarted");
+    assert_eq!(events[0].data["state"], "conversing");
+    assert_eq!(events[0].data["restarts"], 2);
+    assert_eq!(events[0].data["event"], "actor restarted after: boom");
 }
 
 #[test]

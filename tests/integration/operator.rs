@@ -183,6 +183,47 @@ async fn the_event_stream_carries_every_transition_of_a_call_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_call_is_announced_on_the_event_stream() {
+    let (app, _dir) = app(|_| {}).await;
+    let sid = "CAsserestart";
+    let mut ws = conversing_call(&app, sid).await;
+    let mut events = SseReader::open(&app).await;
+    let crash = app
+        .client
+        .post(format!("{}/api/v1/calls/{sid}/crash", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crash.status(), 202);
+    let restarted = loop {
+        let (name, data) = events.next().await.expect("stream stays open");
+        if name == "call_restarted" {
+            break data;
+        }
+        assert_ne!(
+            name, "call_ended",
+            "the call ended without a restart: {data}"
+        );
+    };
+    assert_eq!(restarted["call_sid"], sid);
+    assert_eq!(restarted["restarts"], 1);
+    assert_eq!(restarted["state"], "conversing", "the call kept its state");
+    assert!(
+        restarted["event"].as_str().unwrap().contains("chaos"),
+        "what failed is said: {restarted}"
+    );
+    // The restarted call still answers.
+    relay_send(
+        &mut ws,
+        json!({"type":"prompt","voicePrompt":"still there?","lang":"en-US","last":true}),
+    )
+    .await;
+    relay_turn(&mut ws).await;
+    ws.close(None).await.unwrap();
+    wait_ended(&app, sid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_and_the_call_goes_on() {
     use tower::ServiceExt;
     let (app, _dir) = app(|c| {
@@ -291,6 +332,17 @@ async fn live_calls_are_listed_with_their_details_and_bad_requests_are_named() {
         && m["text"] == "When is my contract renewed?"
         && m["interrupted"] == false));
     assert!(transcript.iter().any(|m| m["role"] == "agent"));
+    // The one answered turn, timed from the caller's prompt.
+    let turns = detail["turns"].as_array().expect("per-turn latencies");
+    assert_eq!(turns.len(), 1, "{turns:?}");
+    let first_output = turns[0]["first_output_ms"].as_f64().unwrap();
+    let first_token = turns[0]["first_token_ms"]
+        .as_f64()
+        .expect("first token timed");
+    assert!(
+        first_token > 0.0 && first_token <= first_output,
+        "{turns:?}"
+    );
 
     let (status, missing) = get_json(&app, "/api/v1/calls/CAnobody").await;
     assert_eq!(status, 404);
@@ -461,6 +513,7 @@ async fn stats_count_what_the_calls_did() {
         "switchboard_persistence_mean_batch_rows",
         "switchboard_persistence_backlog_rows",
         "switchboard_sse_clients",
+        "switchboard_call_restarts_total",
     ] {
         assert!(text.contains(name), "/metrics has {name}");
     }
@@ -564,6 +617,8 @@ async fn relay_call_to(addr: &str, sid: &str, from: &str) {
         .expect("relay socket");
     relay_setup(&mut ws, sid, from).await;
     relay_turn(&mut ws).await;
+    // Rejected and logged (at debug) by the socket's reader; the call goes on.
+    relay_send(&mut ws, json!({"type":"no-such-message"})).await;
     relay_send(
         &mut ws,
         json!({"type":"prompt","voicePrompt":"My number is +5517999991292, call me back","lang":"en-US","last":true}),
@@ -637,6 +692,26 @@ async fn phone_numbers_never_reach_the_logs_unmasked() {
             "a phone number leaked: {line}"
         );
     }
+    // One span per call: what the call actor and the call's socket log names the call.
+    let changes: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("call state changed"))
+        .collect();
+    assert!(changes.len() >= 4, "transitions logged:\n{logs}");
+    for line in &changes {
+        assert!(
+            line.contains("call{call_sid=CAlogs1 transport=\"relay\"}"),
+            "a transition logged inside the call's span: {line}"
+        );
+    }
+    let rejected = logs
+        .lines()
+        .find(|l| l.contains("relay message rejected"))
+        .unwrap_or_else(|| panic!("the bad frame was logged:\n{logs}"));
+    assert!(
+        rejected.contains("twilio_socket{transport=\"relay\" call_sid=CAlogs1}"),
+        "the socket's lines name the call: {rejected}"
+    );
 }
 
 #[cfg(feature = "otel")]
