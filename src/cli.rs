@@ -41,6 +41,30 @@ pub enum Command {
     /// Everything on the embedded defaults: SQLite, seeded CRM data, the provider stand-ins, the
     /// server and a few simulated calls (returning, new, barge-in, crash), then the dashboard.
     Demo(DemoArgs),
+    /// Only the provider stand-ins (OpenAI-compatible chat and speech, Deepgram-compatible
+    /// listen) in their own process, for load tests that keep them off the server's CPU and
+    /// memory. Point `llm.base_url`, `tts.base_url` and `stt.base_url` at the printed URL.
+    Standins(StandinsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StandinsArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub bind: std::net::SocketAddr,
+    /// Chat: time to the first token.
+    #[arg(long, default_value_t = 150)]
+    pub ttft_ms: u64,
+    /// Chat: between tokens.
+    #[arg(long, default_value_t = 20)]
+    pub token_ms: u64,
+    /// Speech synthesis: before the audio response starts.
+    #[arg(long, default_value_t = 100)]
+    pub tts_latency_ms: u64,
+    /// Speech to text: before each final result (after the endpointing silence, which the
+    /// server asks for with `stt.endpointing_ms`).
+    #[arg(long, default_value_t = 50)]
+    pub stt_final_delay_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +137,8 @@ pub enum CliError {
     Seed(#[from] crate::seed::SeedError),
     #[error(transparent)]
     Demo(#[from] crate::demo::DemoError),
+    #[error("cannot start the stand-ins: {0}")]
+    Standins(std::io::Error),
 }
 
 /// Runs one subcommand with a loaded configuration.
@@ -141,6 +167,30 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
                 crate::http::shutdown_signal(),
             )
             .await?;
+        }
+        Command::Standins(args) => {
+            use switchboard_providers::standins::{StandinConfig, spawn_standins};
+            let ms = std::time::Duration::from_millis;
+            let standins = spawn_standins(
+                args.bind,
+                StandinConfig {
+                    ttft: ms(args.ttft_ms),
+                    token_delay: ms(args.token_ms),
+                    speech_latency: ms(args.tts_latency_ms),
+                    stt_final_delay: ms(args.stt_final_delay_ms),
+                    ..StandinConfig::default()
+                },
+            )
+            .await
+            .map_err(CliError::Standins)?;
+            let url = standins.base_url();
+            println!(
+                "stand-ins listening: chat, speech and listen at {url}\n\
+                 (ttft {} ms, {} ms per token, speech latency {} ms, final transcript delay {} ms)\n\
+                 serve with: SWITCHBOARD__LLM__BASE_URL={url} SWITCHBOARD__TTS__BASE_URL={url} SWITCHBOARD__STT__BASE_URL={url}",
+                args.ttft_ms, args.token_ms, args.tts_latency_ms, args.stt_final_delay_ms
+            );
+            crate::http::shutdown_signal().await;
         }
         Command::Seed(args) => {
             let db = Database::connect_with_config(&config.database).await?;
