@@ -107,6 +107,7 @@ pub fn main() -> ExitCode {
         eprintln!("error: {error}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    crate::telemetry::log_panics();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

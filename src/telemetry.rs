@@ -70,6 +70,33 @@ pub fn init(log: &LogConfig) -> Result<(), TelemetryError> {
     Ok(())
 }
 
+/// Panics are logged like everything else (an ERROR line in the current span, through the phone
+/// mask), not written raw to stderr, where a caller's number in a panic message would escape the
+/// mask. The backtrace is included when `RUST_BACKTRACE` asks for one. Installed by the binary
+/// (not by tests, whose harness reports panics itself).
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(a panic without a message)");
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(%location, thread, %backtrace, "panic: {message}");
+        } else {
+            tracing::error!(%location, thread, "panic: {message}");
+        }
+    }));
+}
+
 /// Sends spans still batched for the collector (blocking; at shutdown). No-op without OTel.
 pub fn flush() {
     otel::flush();
