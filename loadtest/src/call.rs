@@ -535,7 +535,11 @@ async fn connect(target: &Target, path: &str) -> Result<Ws, CallError> {
             .map_err(|_| CallError::new("connect", "signature is not a header value"))?;
         request.headers_mut().insert("x-twilio-signature", value);
     }
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+    // tungstenite zero-fills its read buffer up to capacity on every read: 4 KiB instead of the
+    // 128 KiB default keeps thousands of simulated callers from spending their CPU on memset.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4 * 1024);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
         .map_err(|e| CallError::new("connect", e.to_string()))?;
     Ok(ws)
