@@ -231,17 +231,24 @@ async fn writer(
         let ok = match msg {
             Outbound::Audio(audio) => {
                 let mut ok = true;
+                // The whole clip goes into the socket's buffer and leaves in a few writes (see the
+                // flush below); the call's very first frame is flushed on its own, so the
+                // greeting starts at once.
                 for chunk in audio.chunks(FRAME_BYTES) {
                     frame[..chunk.len()].copy_from_slice(chunk);
                     frame[chunk.len()..].fill(0xFF);
                     buf.clear();
                     media::write_media(&mut buf, sid, &frame);
-                    if !socket::send_text(&mut ws, &buf).await {
+                    if !socket::queue_text(&mut ws, &buf).await {
                         ok = false;
                         break;
                     }
                     if !first_audio_sent {
                         first_audio_sent = true;
+                        if !socket::flush(&mut ws).await {
+                            ok = false;
+                            break;
+                        }
                         // Server-side time to first greeting audio: `start` parsed → first
                         // media frame handed to the socket.
                         if let Some(t0) = started_at.get() {
@@ -255,24 +262,28 @@ async fn writer(
             Outbound::Mark(name) => {
                 buf.clear();
                 media::write_mark(&mut buf, sid, &name);
-                socket::send_text(&mut ws, &buf).await
+                socket::queue_text(&mut ws, &buf).await
             }
             Outbound::Clear => {
                 buf.clear();
                 media::write_clear(&mut buf, sid);
-                socket::send_text(&mut ws, &buf).await
+                socket::queue_text(&mut ws, &buf).await
             }
             Outbound::Text { .. } => true,
             Outbound::Stamp(stamp) => {
+                // Stamped once what came before it is on the socket.
+                let ok = socket::flush(&mut ws).await;
                 stamp.record();
-                true
+                ok
             }
             Outbound::Close { reason } => {
                 socket::close(&mut ws, &reason).await;
                 return;
             }
         };
-        if !ok {
+        // Send what is buffered once nothing else is waiting: a clip, its mark and whatever
+        // the call queued behind them leave together, and nothing waits for a later message.
+        if !ok || (out.is_empty() && !socket::flush(&mut ws).await) {
             return;
         }
     }

@@ -133,14 +133,16 @@ async fn writer(
 ) {
     while let Some(msg) = socket::next_outbound(&mut ws, &mut out, &mut control).await {
         let json = match msg {
-            Outbound::Text { token, last } => RelayOutbound::Text {
-                token,
-                last,
-                lang: None,
-                interruptible: None,
-                preemptible: None,
-            }
-            .to_json(),
+            Outbound::Text { token, last } => Some(
+                RelayOutbound::Text {
+                    token,
+                    last,
+                    lang: None,
+                    interruptible: None,
+                    preemptible: None,
+                }
+                .to_json(),
+            ),
             Outbound::Close { reason } => {
                 let end = RelayOutbound::End {
                     handoff_data: Some(format!(
@@ -153,13 +155,23 @@ async fn writer(
                 return;
             }
             Outbound::Stamp(stamp) => {
+                // Stamped once what came before it is on the socket.
+                if !socket::flush(&mut ws).await {
+                    return;
+                }
                 stamp.record();
-                continue;
+                None
             }
             // Audio, marks and clear belong to Media Streams.
-            Outbound::Audio(_) | Outbound::Mark(_) | Outbound::Clear => continue,
+            Outbound::Audio(_) | Outbound::Mark(_) | Outbound::Clear => None,
         };
-        if !socket::send_text(&mut ws, &json).await {
+        if let Some(json) = json
+            && !socket::queue_text(&mut ws, &json).await
+        {
+            return;
+        }
+        // Tokens that queued up while one was being written leave in one TCP write.
+        if out.is_empty() && !socket::flush(&mut ws).await {
             return;
         }
     }

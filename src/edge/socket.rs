@@ -12,11 +12,17 @@ use fastwebsockets::{
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use switchboard_actors::Outbound;
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::{BufWriter, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 pub type WsRead = FragmentCollectorRead<ReadHalf<TokioIo<Upgraded>>>;
-pub type WsWrite = WebSocketWrite<WriteHalf<TokioIo<Upgraded>>>;
+/// The write half goes through a buffer so that a whole utterance of media frames leaves in a few
+/// TCP writes instead of one per 20 ms frame; every write path below flushes when its message
+/// is complete.
+pub type WsWrite = WebSocketWrite<BufWriter<WriteHalf<TokioIo<Upgraded>>>>;
+
+/// Bytes buffered on the write half before they go to the socket (~23 media frames).
+const WRITE_BUFFER: usize = 8 * 1024;
 
 /// Outbound messages queued per call before the client counts as "not reading" and the call is
 /// ended (a media `Audio` message is a whole utterance, so this is minutes of speech).
@@ -28,12 +34,12 @@ pub const MAX_SOCKET_MESSAGE: usize = 1024 * 1024;
 /// Control frames the reader owes the peer (pong, close echo), sent by the writer.
 pub type Control = mpsc::Sender<Frame<'static>>;
 
-/// Accept the upgrade and run `session` on the connected socket in a task of its own.
 /// Names the call in the current socket's span (see [`accept`]).
 pub fn name_call(call_sid: &str) {
     tracing::Span::current().record("call_sid", tracing::field::display(call_sid));
 }
 
+/// Accept the upgrade and run `session` on the connected socket in a task of its own.
 pub fn accept<F, Fut>(upgrade: IncomingUpgrade, transport: &'static str, session: F) -> Response
 where
     F: FnOnce(UpgradeFut) -> Fut + Send + 'static,
@@ -63,7 +69,10 @@ pub async fn connect(fut: UpgradeFut) -> Result<(WsRead, WsWrite), WebSocketErro
     ws.set_max_message_size(MAX_SOCKET_MESSAGE);
     ws.set_auto_close(true);
     ws.set_auto_pong(true);
-    let (read, write): (WebSocketRead<_>, WebSocketWrite<_>) = ws.split(tokio::io::split);
+    let (read, write): (WebSocketRead<_>, WebSocketWrite<_>) = ws.split(|io| {
+        let (read, write) = tokio::io::split(io);
+        (read, BufWriter::with_capacity(WRITE_BUFFER, write))
+    });
     Ok((FragmentCollectorRead::new(read), write))
 }
 
@@ -104,10 +113,21 @@ pub async fn next(read: &mut WsRead, control: &Control) -> Incoming {
 
 /// Write one text frame; false when the peer is gone.
 pub async fn send_text(write: &mut WsWrite, text: &str) -> bool {
+    queue_text(write, text).await && flush(write).await
+}
+
+/// Write a text message into the socket's buffer without sending it yet: for a run of messages
+/// that ends with [`flush`].
+pub async fn queue_text(write: &mut WsWrite, text: &str) -> bool {
     write
         .write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
         .await
         .is_ok()
+}
+
+/// Send whatever is buffered.
+pub async fn flush(write: &mut WsWrite) -> bool {
+    write.flush().await.is_ok()
 }
 
 /// Close the socket with a normal close frame.
@@ -116,12 +136,14 @@ pub async fn close(write: &mut WsWrite, reason: &str) {
     let _ = write
         .write_frame(Frame::close(1000, reason.as_bytes()))
         .await;
+    flush(write).await;
 }
 
 /// Forward an owed control frame; true if the socket is now closed.
 async fn forward_control(write: &mut WsWrite, frame: Frame<'static>) -> bool {
     let closing = frame.opcode == OpCode::Close;
     let _ = write.write_frame(frame).await;
+    flush(write).await;
     closing
 }
 

@@ -22,6 +22,7 @@ use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
 use serde_json::{Value, json};
 use switchboard_twilio::audio::frame_energy;
 use switchboard_twilio::scripted;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Shared, lock, record_bounded};
 
@@ -265,7 +266,17 @@ async fn serve(
             && utterances >= limit
         {
             // The fault: vanish without a close frame, as a crashed server or a cut link would.
+            // The TCP side ends with a FIN, and what the client still sends is read and thrown
+            // away until it hangs up: closing with unread data would send a reset, and a reset
+            // makes the client's kernel discard the results above before the client reads them.
             shared.stt_dropped.fetch_add(1, Ordering::SeqCst);
+            let mut io = ws.into_inner();
+            let _ = io.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                while io.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+            })
+            .await;
             return;
         }
     }
