@@ -71,6 +71,7 @@ async fn session(app: AppState, fut: UpgradeFut) {
     let mut call: Option<Arc<CallHandle>> = None;
     let mut stt_audio: Option<mpsc::Sender<Vec<u8>>> = None;
     let mut vad = Vad::default();
+    let mut stt_batch = SttBatch::default();
     let mut stopped = false;
     loop {
         let text = match socket::next(&mut read, &control_tx).await {
@@ -146,9 +147,10 @@ async fn session(app: AppState, fut: UpgradeFut) {
                     let _ = h.send(Event::CallerStartedSpeaking);
                 }
                 if let Some(stt) = &stt_audio
-                    && stt.try_send(m.payload).is_err()
+                    && let Some(chunk) = stt_batch.push(m.payload, vad.quiet_frames())
+                    && stt.try_send(chunk).is_err()
                 {
-                    // The recognizer is behind (or gone): this frame is not transcribed.
+                    // The recognizer is behind (or gone): this audio is not transcribed.
                     metrics::counter!("switchboard_stt_audio_dropped_total").increment(1);
                 }
             }
@@ -176,10 +178,47 @@ async fn session(app: AppState, fut: UpgradeFut) {
         // The socket closed without `stop`: the caller is gone all the same.
         let _ = h.send(Event::StreamStopped);
     }
+    if let Some(stt) = &stt_audio
+        && let Some(rest) = stt_batch.flush()
+    {
+        let _ = stt.try_send(rest);
+    }
     drop(stt_audio); // ends the STT session (Deepgram `CloseStream`)
     drop(out_tx);
     drop(control_tx);
     let _ = writer.await;
+}
+
+/// After this many quiet 20 ms frames in a row (1.5 s: past the recognizer's endpointing and
+/// utterance-end windows, so no result is waiting on this audio), the caller's silence goes to
+/// the recognizer in 100 ms messages instead of one per frame.
+const STT_QUIET_BATCH_AFTER: u32 = 75;
+const STT_QUIET_BATCH_BYTES: usize = 5 * FRAME_BYTES;
+
+/// What goes to the speech-to-text session: each frame at once while the caller speaks or has
+/// just stopped, batches of long silence (a fifth of the socket writes while the caller
+/// listens to the agent, which is most of a call). The first voiced frame sends the batch with it.
+#[derive(Default)]
+struct SttBatch {
+    pending: Vec<u8>,
+}
+
+impl SttBatch {
+    fn push(&mut self, frame: Vec<u8>, quiet_frames: u32) -> Option<Vec<u8>> {
+        if quiet_frames < STT_QUIET_BATCH_AFTER {
+            if self.pending.is_empty() {
+                return Some(frame);
+            }
+            self.pending.extend_from_slice(&frame);
+            return self.flush();
+        }
+        self.pending.extend_from_slice(&frame);
+        (self.pending.len() >= STT_QUIET_BATCH_BYTES).then(|| std::mem::take(&mut self.pending))
+    }
+
+    fn flush(&mut self) -> Option<Vec<u8>> {
+        (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending))
+    }
 }
 
 /// Turns the recognizer's events into call events until the session or the call ends.
@@ -286,5 +325,42 @@ async fn writer(
         if !ok || (out.is_empty() && !socket::flush(&mut ws).await) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speech_goes_to_the_recognizer_at_once_and_long_silence_in_batches() {
+        let mut batch = SttBatch::default();
+        let frame = |b: u8| vec![b; FRAME_BYTES];
+        // Speaking, or quiet for less than the batching threshold: every frame at once.
+        assert_eq!(batch.push(frame(1), 0), Some(frame(1)));
+        assert_eq!(
+            batch.push(frame(2), STT_QUIET_BATCH_AFTER - 1),
+            Some(frame(2))
+        );
+        // Long silence: nothing until five frames are together, then all five in order.
+        for i in 0..4 {
+            assert_eq!(
+                batch.push(frame(10 + i), STT_QUIET_BATCH_AFTER + u32::from(i)),
+                None
+            );
+        }
+        let five = batch.push(frame(14), STT_QUIET_BATCH_AFTER + 4).unwrap();
+        assert_eq!(five.len(), 5 * FRAME_BYTES);
+        assert_eq!(five[0], 10);
+        assert_eq!(five[4 * FRAME_BYTES], 14);
+        // The caller speaks again: the waiting silence and the voiced frame leave together.
+        assert_eq!(batch.push(frame(20), STT_QUIET_BATCH_AFTER + 5), None);
+        let resumed = batch.push(frame(21), 0).unwrap();
+        assert_eq!(resumed.len(), 2 * FRAME_BYTES);
+        assert_eq!(resumed[FRAME_BYTES], 21);
+        // Hang-up: whatever is left is sent.
+        assert_eq!(batch.push(frame(30), STT_QUIET_BATCH_AFTER), None);
+        assert_eq!(batch.flush(), Some(frame(30)));
+        assert_eq!(batch.flush(), None);
     }
 }

@@ -48,6 +48,11 @@ impl Vad {
     pub fn speaking(&self) -> bool {
         self.speaking
     }
+
+    /// Quiet frames in a row up to now.
+    pub fn quiet_frames(&self) -> u32 {
+        self.quiet_run
+    }
 }
 
 #[cfg(test)]
