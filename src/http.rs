@@ -39,6 +39,8 @@ struct AppStateInner {
     database: RwLock<DatabaseStatus>,
     calls: crate::calls::CallService,
     call_totals: Arc<crate::operator::CallTotals>,
+    /// The operator event stream's shared feed (see [`crate::operator::event_feed`]).
+    event_feed: std::sync::OnceLock<tokio::sync::broadcast::Sender<bytes::Bytes>>,
 }
 
 /// Where the database connection stands.
@@ -61,6 +63,7 @@ impl AppState {
                 config,
                 calls,
                 call_totals: Arc::default(),
+                event_feed: std::sync::OnceLock::new(),
                 database: RwLock::new(DatabaseStatus::Connecting {
                     attempts: 0,
                     last_error: None,
@@ -103,6 +106,14 @@ impl AppState {
     /// [`crate::operator::observe_calls`]).
     pub fn call_totals(&self) -> &Arc<crate::operator::CallTotals> {
         &self.inner.call_totals
+    }
+
+    /// A receiver of the operator event feed, started by `start` on first use.
+    pub fn event_feed(
+        &self,
+        start: impl FnOnce() -> tokio::sync::broadcast::Sender<bytes::Bytes>,
+    ) -> tokio::sync::broadcast::Receiver<bytes::Bytes> {
+        self.inner.event_feed.get_or_init(start).subscribe()
     }
 
     /// Region for caller ids written without a country code (`twilio.default_region`).

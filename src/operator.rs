@@ -19,9 +19,8 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::Next;
-use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -518,40 +517,126 @@ pub fn live_events(notice: &TransitionNotice, handle: Option<&CallHandle>) -> Ve
     out
 }
 
-/// Moves transitions from the broadcast into one client's bounded queue, with a heartbeat every
-/// `heartbeat`. Never waits on the client: a full queue ends the client (`DropReason::Slow`), and
-/// so does a broadcast that overwrote unread notices (`DropReason::Lagged`). Returns why it
+impl LiveEvent {
+    /// The event as SSE text: `event: NAME\ndata: JSON\n\n`.
+    pub fn encode_into(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(out, "event: {}\ndata: {}\n\n", self.name, self.data);
+    }
+}
+
+/// The event stream every SSE client reads: each transition (or restart) becomes its SSE text
+/// once, here, gathered for up to `FEED_BATCH`, and the batch is shared by all clients (a
+/// reference-counted `Bytes`): a thousand clients cost one serialization per transition and a
+/// thousand queue pushes and socket writes per batch, not per transition. Started with the
+/// first client.
+pub fn event_feed(app: &AppState) -> broadcast::Receiver<Bytes> {
+    app.event_feed(|| {
+        let (tx, _) = broadcast::channel(FEED_CAPACITY);
+        let calls = app.runtime().calls.clone();
+        tokio::spawn(feed(calls.clone(), calls.subscribe(), tx.clone()));
+        tx
+    })
+}
+
+/// Encoded transitions kept for clients that are momentarily behind.
+const FEED_CAPACITY: usize = 4096;
+
+/// How long the feed gathers transitions before it hands them to the clients together: at most
+/// this much later on a dashboard, and at most 20 wake-ups and socket writes per client per
+/// second however many calls are changing state.
+const FEED_BATCH: Duration = Duration::from_millis(50);
+/// A batch is sent early once it holds this many bytes.
+const FEED_BATCH_MAX: usize = 64 * 1024;
+
+async fn feed(
+    calls: LiveCalls,
+    mut notices: broadcast::Receiver<TransitionNotice>,
+    tx: broadcast::Sender<Bytes>,
+) {
+    let encode = |received: Result<TransitionNotice, broadcast::error::RecvError>,
+                  text: &mut String|
+     -> bool {
+        match received {
+            Ok(notice) => {
+                let handle = calls.get(&notice.call_sid);
+                for event in live_events(&notice, handle.as_deref()) {
+                    event.encode_into(text);
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // Every client missed these: tell them to reload the list.
+                metrics::counter!("switchboard_sse_feed_missed_total").increment(missed);
+                tracing::warn!(
+                    missed,
+                    "operator event feed fell behind the transition broadcast"
+                );
+                LiveEvent {
+                    name: "resync",
+                    data: json!({ "missed": missed, "at_ms": now_ms() }),
+                }
+                .encode_into(text);
+            }
+            Err(broadcast::error::RecvError::Closed) => return false,
+        }
+        true
+    };
+    loop {
+        let mut text = String::new();
+        if !encode(notices.recv().await, &mut text) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + FEED_BATCH;
+        while text.len() < FEED_BATCH_MAX {
+            match tokio::time::timeout_at(deadline, notices.recv()).await {
+                Ok(received) => {
+                    if !encode(received, &mut text) {
+                        let _ = tx.send(Bytes::from(text));
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        // No receivers is fine: the feed waits for the next client.
+        let _ = tx.send(Bytes::from(text));
+    }
+}
+
+/// Moves the shared feed into one client's bounded queue, with a heartbeat every `heartbeat`.
+/// Never waits on the client: a full queue ends the client (`DropReason::Slow`), and so does a
+/// feed that overwrote events it had not received yet (`DropReason::Lagged`). Returns why it
 /// stopped (`None`: the client went away).
 pub async fn forward_events(
     calls: LiveCalls,
-    mut notices: broadcast::Receiver<TransitionNotice>,
-    queue: mpsc::Sender<LiveEvent>,
+    mut feed: broadcast::Receiver<Bytes>,
+    queue: mpsc::Sender<Bytes>,
     heartbeat: Duration,
 ) -> Option<DropReason> {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let events = tokio::select! {
-            received = notices.recv() => match received {
-                Ok(notice) => {
-                    let handle = calls.get(&notice.call_sid);
-                    live_events(&notice, handle.as_deref())
-                }
+        let frames = tokio::select! {
+            received = feed.recv() => match received {
+                Ok(frames) => frames,
                 Err(broadcast::error::RecvError::Lagged(_)) => return Some(DropReason::Lagged),
                 Err(broadcast::error::RecvError::Closed) => return None,
             },
-            _ = ticks.tick() => vec![LiveEvent {
-                name: "heartbeat",
-                data: json!({ "at_ms": now_ms(), "active_calls": calls.len() }),
-            }],
+            _ = ticks.tick() => {
+                let mut text = String::new();
+                LiveEvent {
+                    name: "heartbeat",
+                    data: json!({ "at_ms": now_ms(), "active_calls": calls.len() }),
+                }
+                .encode_into(&mut text);
+                Bytes::from(text)
+            }
             () = queue.closed() => return None,
         };
-        for event in events {
-            match queue.try_send(event) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => return Some(DropReason::Slow),
-                Err(mpsc::error::TrySendError::Closed(_)) => return None,
-            }
+        match queue.try_send(frames) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Some(DropReason::Slow),
+            Err(mpsc::error::TrySendError::Closed(_)) => return None,
         }
     }
 }
@@ -572,21 +657,24 @@ impl Drop for ConnectedClient {
     }
 }
 
-/// `GET /api/v1/calls/events`: `call_started`, `transition`, `call_ended` and `heartbeat`
-/// events, each with JSON data. A client that falls `operator.sse_client_queue` events behind
-/// is disconnected (a browser's `EventSource` reconnects by itself; reload the list then).
-pub async fn call_events(
-    State(app): State<AppState>,
-) -> Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
+/// Most bytes of queued events written to a client in one go.
+const SSE_WRITE_MAX: usize = 64 * 1024;
+
+/// `GET /api/v1/calls/events`: `call_started`, `transition`, `call_ended`, `call_restarted`,
+/// `heartbeat` (and `resync` if the server's feed fell behind: reload the list), each with JSON
+/// data. A client that falls `operator.sse_client_queue` events behind is disconnected (a
+/// browser's `EventSource` reconnects by itself; reload the list then). Events that queued up
+/// while the last write was in flight leave in one write.
+pub async fn call_events(State(app): State<AppState>) -> Response {
     let operator = &app.config().operator;
     let calls = app.runtime().calls.clone();
     // Subscribe before answering: every transition after the response headers is delivered.
-    let notices = calls.subscribe();
+    let feed = event_feed(&app);
     let (tx, rx) = mpsc::channel(operator.sse_client_queue);
     let heartbeat = operator.sse_heartbeat();
     tokio::spawn(async move {
         let _connected = ConnectedClient::new();
-        if let Some(reason) = forward_events(calls, notices, tx, heartbeat).await {
+        if let Some(reason) = forward_events(calls, feed, tx, heartbeat).await {
             metrics::counter!("switchboard_sse_clients_dropped_total", "reason" => reason.as_str())
                 .increment(1);
             tracing::info!(
@@ -596,13 +684,24 @@ pub async fn call_events(
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        let event = rx.recv().await?;
-        let frame = SseEvent::default()
-            .event(event.name)
-            .data(event.data.to_string());
-        Some((Ok::<_, std::convert::Infallible>(frame), rx))
+        let first = rx.recv().await?;
+        let mut chunk = first.to_vec();
+        while chunk.len() < SSE_WRITE_MAX {
+            match rx.try_recv() {
+                Ok(more) => chunk.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), rx))
     });
-    Sse::new(stream)
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 // === Dashboard counters ===

@@ -12,11 +12,38 @@ fn notice(from: CallState, to: CallState) -> TransitionNotice {
     }
 }
 
+/// What the feed sends for one transition.
+fn encoded(from: CallState, to: CallState) -> Bytes {
+    let mut text = String::new();
+    for event in live_events(&notice(from, to), None) {
+        event.encode_into(&mut text);
+    }
+    Bytes::from(text)
+}
+
+#[test]
+fn a_transition_is_encoded_as_server_sent_events() {
+    let text = encoded(CallState::Finalizing, CallState::Ended);
+    let text = std::str::from_utf8(&text).unwrap();
+    let frames: Vec<&str> = text.split_terminator("\n\n").collect();
+    assert_eq!(frames.len(), 2, "{text}");
+    assert!(
+        frames[0].starts_with("event: transition\ndata: {"),
+        "{text}"
+    );
+    assert!(
+        frames[1].starts_with("event: call_ended\ndata: {"),
+        "{text}"
+    );
+    let data: Value = serde_json::from_str(frames[1].split_once("data: ").unwrap().1).unwrap();
+    assert_eq!(data["call_sid"], "CAunit");
+}
+
 #[tokio::test]
 async fn a_client_behind_the_broadcast_is_dropped_as_lagged() {
     let (tx, rx) = broadcast::channel(2);
     for _ in 0..5 {
-        tx.send(notice(CallState::Greeting, CallState::Enriched))
+        tx.send(encoded(CallState::Greeting, CallState::Enriched))
             .unwrap();
     }
     let (queue, _reader) = mpsc::channel(16);
@@ -28,21 +55,33 @@ async fn a_client_behind_the_broadcast_is_dropped_as_lagged() {
 async fn a_client_whose_queue_is_full_is_dropped_as_slow() {
     let (tx, rx) = broadcast::channel(16);
     for _ in 0..3 {
-        tx.send(notice(CallState::Greeting, CallState::Enriched))
+        tx.send(encoded(CallState::Greeting, CallState::Enriched))
             .unwrap();
     }
     let (queue, mut reader) = mpsc::channel(2);
     let why = forward_events(LiveCalls::new(), rx, queue, Duration::from_secs(60)).await;
     assert_eq!(why, Some(DropReason::Slow));
     // What was queued is still delivered, then the stream ends.
-    assert_eq!(reader.recv().await.unwrap().name, "transition");
-    assert_eq!(reader.recv().await.unwrap().name, "transition");
+    assert!(
+        reader
+            .recv()
+            .await
+            .unwrap()
+            .starts_with(b"event: transition\n")
+    );
+    assert!(
+        reader
+            .recv()
+            .await
+            .unwrap()
+            .starts_with(b"event: transition\n")
+    );
     assert!(reader.recv().await.is_none());
 }
 
 #[tokio::test]
 async fn a_client_that_leaves_ends_its_forwarder_without_a_drop() {
-    let (_tx, rx) = broadcast::channel::<TransitionNotice>(16);
+    let (_tx, rx) = broadcast::channel::<Bytes>(16);
     let (queue, reader) = mpsc::channel(2);
     drop(reader);
     let why = forward_events(LiveCalls::new(), rx, queue, Duration::from_secs(60)).await;
