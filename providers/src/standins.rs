@@ -912,14 +912,19 @@ pub fn synthetic_mulaw(duration_ms: u64) -> Vec<u8> {
 
 /// A quiet 200 Hz tone, 24 kHz 16-bit little-endian mono, `duration_ms` long.
 pub fn synthetic_pcm(duration_ms: u64) -> Vec<u8> {
-    let samples = duration_ms as usize * 24;
-    let mut pcm = Vec::with_capacity(samples * 2);
-    for n in 0..samples {
-        let t = n as f32 / 24_000.0;
-        let sample = (2000.0 * (2.0 * std::f32::consts::PI * 200.0 * t).sin()) as i16;
-        pcm.extend_from_slice(&sample.to_le_bytes());
-    }
-    pcm
+    // 200 Hz at 24 kHz repeats every 120 samples: one period, computed once, copied out (load
+    // tests synthesize thousands of seconds of this beside the server they measure).
+    static PERIOD: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+        (0..120)
+            .flat_map(|n| {
+                let t = n as f32 / 24_000.0;
+                let sample = (2000.0 * (2.0 * std::f32::consts::PI * 200.0 * t).sin()) as i16;
+                sample.to_le_bytes()
+            })
+            .collect()
+    });
+    let bytes = duration_ms as usize * 24 * 2;
+    PERIOD.iter().copied().cycle().take(bytes).collect()
 }
 
 #[cfg(test)]
