@@ -72,7 +72,7 @@ async fn session(app: AppState, fut: UpgradeFut) {
     let mut stt_audio: Option<mpsc::Sender<Vec<u8>>> = None;
     let mut vad = Vad::default();
     let mut stt_batch = SttBatch::default();
-    let mut stopped = false;
+    let mut stt_task: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let text = match socket::next(&mut read, &control_tx).await {
             Incoming::Text(text) => text,
@@ -124,9 +124,9 @@ async fn session(app: AppState, fut: UpgradeFut) {
                     Ok(handle) => {
                         let session = app.calls().stt.open(&start.call_sid);
                         stt_audio = Some(session.audio);
-                        tokio::spawn(
+                        stt_task = Some(tokio::spawn(
                             transcripts(session.events, Arc::downgrade(&handle)).in_current_span(),
-                        );
+                        ));
                         call = Some(handle);
                     }
                     Err(e) => {
@@ -166,28 +166,38 @@ async fn session(app: AppState, fut: UpgradeFut) {
                 }
                 None => reject(T, "mark_before_start"),
             },
-            InboundFrame::Stop { .. } => {
-                if let Some(h) = &call {
-                    let _ = h.send(Event::StreamStopped);
-                }
-                stopped = true;
-            }
+            // Twilio sends nothing after `stop`.
+            InboundFrame::Stop { .. } => break,
         }
     }
-    if !stopped && let Some(h) = &call {
-        // The socket closed without `stop`: the caller is gone all the same.
-        let _ = h.send(Event::StreamStopped);
-    }
+    // The caller hung up (`stop`, or the socket closed without one). What they said last may
+    // still be in the recognizer: send the rest of the audio, close the session (Deepgram
+    // `CloseStream` makes it finalize what it heard) and let its last transcripts reach the
+    // call before the call is told the stream stopped, so the last words are kept.
     if let Some(stt) = &stt_audio
         && let Some(rest) = stt_batch.flush()
     {
         let _ = stt.try_send(rest);
     }
-    drop(stt_audio); // ends the STT session (Deepgram `CloseStream`)
+    drop(stt_audio);
+    if let Some(task) = stt_task
+        && tokio::time::timeout(STT_DRAIN, task).await.is_err()
+    {
+        tracing::warn!(
+            "speech-to-text did not finish within {} ms of the hang-up; its last words are lost",
+            STT_DRAIN.as_millis()
+        );
+    }
+    if let Some(h) = &call {
+        let _ = h.send(Event::StreamStopped);
+    }
     drop(out_tx);
     drop(control_tx);
     let _ = writer.await;
 }
+
+/// After a hang-up, how long the recognizer may take to deliver its last transcripts.
+const STT_DRAIN: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// After this many quiet 20 ms frames in a row (1.5 s: past the recognizer's endpointing and
 /// utterance-end windows, so no result is waiting on this audio), the caller's silence goes to

@@ -94,6 +94,36 @@ async fn hang_up(ws: &mut Ws, sid: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn words_spoken_just_before_the_hang_up_are_kept() {
+    let (app, _dir) = app(|_| {}).await;
+    let sid = "CAlastwords";
+    let mut ws = ws_connect(&app, "/twilio/media", None)
+        .await
+        .expect("connect");
+    ws.send(Message::Text(start_frame(sid, KNOWN).into()))
+        .await
+        .unwrap();
+    play_until_state(&app, &mut ws, sid, "enriched").await;
+    // The caller speaks and hangs up at once: no silence after the words, so the recognizer
+    // has not ended the utterance when `stop` arrives.
+    let mut seq = 1;
+    for chunk in switchboard_twilio::scripted::encode("Please cancel my order").chunks(160) {
+        seq += 1;
+        ws.send(Message::Text(media_frame(seq, sid, chunk.to_vec()).into()))
+            .await
+            .expect("media");
+    }
+    hang_up(&mut ws, sid).await;
+    let transcript = stored_transcript(&app, sid).await;
+    assert!(
+        transcript
+            .iter()
+            .any(|(role, text)| role == "caller" && text == "Please cancel my order"),
+        "the last words are in the stored transcript: {transcript:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_media_call_hears_the_caller_through_stt_and_answers_with_audio() {
     let (app, _dir) = app(|_| {}).await;
     let sid = "CAspeech1";
