@@ -88,6 +88,17 @@ async fn stored_transcript(app: &TestApp, sid: &str) -> Vec<(String, String)> {
     panic!("{sid} was never stored");
 }
 
+/// A Media Streams call from `from`, after `start`.
+async fn media_call(app: &TestApp, sid: &str, from: &str) -> Ws {
+    let mut ws = ws_connect(app, "/twilio/media", None)
+        .await
+        .expect("connect");
+    ws.send(Message::Text(start_frame(sid, from).into()))
+        .await
+        .unwrap();
+    ws
+}
+
 async fn hang_up(ws: &mut Ws, sid: &str) {
     let stop = json!({"event":"stop","sequenceNumber":"999","streamSid":format!("MZ{sid}"),"stop":{"accountSid":"AC1","callSid":sid}});
     let _ = ws.send(Message::Text(stop.to_string().into())).await;
@@ -97,12 +108,7 @@ async fn hang_up(ws: &mut Ws, sid: &str) {
 async fn words_spoken_just_before_the_hang_up_are_kept() {
     let (app, _dir) = app(|_| {}).await;
     let sid = "CAlastwords";
-    let mut ws = ws_connect(&app, "/twilio/media", None)
-        .await
-        .expect("connect");
-    ws.send(Message::Text(start_frame(sid, KNOWN).into()))
-        .await
-        .unwrap();
+    let mut ws = media_call(&app, sid, KNOWN).await;
     play_until_state(&app, &mut ws, sid, "enriched").await;
     // The caller speaks and hangs up at once: no silence after the words, so the recognizer
     // has not ended the utterance when `stop` arrives.
@@ -128,12 +134,7 @@ async fn a_media_call_hears_the_caller_through_stt_and_answers_with_audio() {
     let (app, _dir) = app(|_| {}).await;
     let sid = "CAspeech1";
     let new_caller = "+15550100777";
-    let mut ws = ws_connect(&app, "/twilio/media", None)
-        .await
-        .expect("connect");
-    ws.send(Message::Text(start_frame(sid, new_caller).into()))
-        .await
-        .unwrap();
+    let mut ws = media_call(&app, sid, new_caller).await;
     // Greeting, then "May I have your name?": play both.
     play_until_state(&app, &mut ws, sid, "awaiting_name").await;
     read_until(&mut ws, true, sid, |f| {
@@ -215,12 +216,7 @@ async fn an_stt_socket_that_drops_mid_call_reconnects_and_the_call_goes_on() {
     .await;
     let (app, _dir) = app(|c| use_standins(c, &s)).await;
     let sid = "CAsttdrop";
-    let mut ws = ws_connect(&app, "/twilio/media", None)
-        .await
-        .expect("connect");
-    ws.send(Message::Text(start_frame(sid, KNOWN).into()))
-        .await
-        .unwrap();
+    let mut ws = media_call(&app, sid, KNOWN).await;
     play_until_state(&app, &mut ws, sid, "enriched").await;
     let mut seq = 1;
     say(&mut ws, sid, &mut seq, "First question please").await;
@@ -399,12 +395,7 @@ async fn a_tts_that_times_out_plays_the_fallback_line_instead_of_silence() {
         ..StandinConfig::instant()
     });
     let sid = "CAttsslow";
-    let mut ws = ws_connect(&app, "/twilio/media", None)
-        .await
-        .expect("connect");
-    ws.send(Message::Text(start_frame(sid, KNOWN).into()))
-        .await
-        .unwrap();
+    let mut ws = media_call(&app, sid, KNOWN).await;
     // The personalised greeting cannot be synthesized in time: the fallback audio plays.
     let first = read_until(&mut ws, true, sid, |f| {
         matches!(f, OutboundFrame::Media { .. })
