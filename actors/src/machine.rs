@@ -435,6 +435,30 @@ struct AgentTurn {
 }
 
 impl AgentTurn {
+    /// A turn that has just begun: nothing pending, no tool calls, no fillers yet.
+    fn new(
+        turn: u64,
+        kind: SpeechKind,
+        after: AfterTurn,
+        segments: Vec<Segment>,
+        generating: bool,
+    ) -> Self {
+        AgentTurn {
+            turn,
+            kind,
+            after,
+            segments,
+            pending: String::new(),
+            generating,
+            awaiting_tools: Vec::new(),
+            stream_done: false,
+            end_call: false,
+            tool_rounds: 0,
+            called_tools: false,
+            fillers: 0,
+        }
+    }
+
     fn full_text(&self) -> String {
         let mut text = join_segments(self.segments.iter().map(|s| s.text.as_str()));
         if !self.pending.trim().is_empty() {
@@ -1429,26 +1453,19 @@ impl CallMachine {
         } else {
             self.new_mark(turn)
         };
-        self.agent = Some(AgentTurn {
+        self.agent = Some(AgentTurn::new(
             turn,
-            kind: SpeechKind::Greeting {
+            SpeechKind::Greeting {
                 personalized: personalized.clone(),
             },
-            after: AfterTurn::GreetingPlayed,
-            segments: vec![Segment {
+            AfterTurn::GreetingPlayed,
+            vec![Segment {
                 mark: mark.clone(),
                 text: text.clone(),
                 echoed: relay,
             }],
-            pending: String::new(),
-            generating: false,
-            awaiting_tools: Vec::new(),
-            stream_done: false,
-            end_call: false,
-            tool_rounds: 0,
-            called_tools: false,
-            fillers: 0,
-        });
+            false,
+        ));
         fx.push(Effect::Speak(Speech {
             turn,
             mark,
@@ -1522,24 +1539,17 @@ impl CallMachine {
             }
             return;
         }
-        self.agent = Some(AgentTurn {
+        self.agent = Some(AgentTurn::new(
             turn,
-            kind: SpeechKind::Line,
+            SpeechKind::Line,
             after,
-            segments: vec![Segment {
+            vec![Segment {
                 mark,
                 text,
                 echoed: relay,
             }],
-            pending: String::new(),
-            generating: false,
-            awaiting_tools: Vec::new(),
-            stream_done: false,
-            end_call: false,
-            tool_rounds: 0,
-            called_tools: false,
-            fillers: 0,
-        });
+            false,
+        ));
         if relay {
             self.maybe_complete_turn(now, fx);
         }
@@ -1574,20 +1584,13 @@ impl CallMachine {
         self.close_agent_turn(now, fx);
         let turn = self.new_turn();
         let request = prompt::build_request(self);
-        self.agent = Some(AgentTurn {
+        self.agent = Some(AgentTurn::new(
             turn,
-            kind: SpeechKind::Reply,
-            after: AfterTurn::AwaitCaller,
-            segments: Vec::new(),
-            pending: String::new(),
-            generating: true,
-            awaiting_tools: Vec::new(),
-            stream_done: false,
-            end_call: false,
-            tool_rounds: 0,
-            called_tools: false,
-            fillers: 0,
-        });
+            SpeechKind::Reply,
+            AfterTurn::AwaitCaller,
+            Vec::new(),
+            true,
+        ));
         self.disarm(TimerKind::Silence);
         fx.push(Effect::StartLlm { turn, request });
         let after = self.config.llm_deadline_ms;
