@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use switchboard_actors::ports::{PortError, SpeechSynth};
 
 use crate::chat::truncate_chars;
-use crate::http::{build_client, redacted, shown_url, transport_error};
+use crate::http::{build_client, error_body, redacted, shown_url, transport_error};
 
 /// The output format the phone leg needs.
 pub const OUTPUT_FORMAT: &str = "ulaw_8000";
@@ -190,30 +190,13 @@ impl SpeechSynth for ElevenLabsSpeech {
 /// (`detail.message`, or a validation error's `msg`). 429 and 5xx are outages.
 async fn status_error(shown_url: &str, response: reqwest::Response) -> PortError {
     let status = response.status();
-    let excerpt = error_excerpt(response).await;
+    let excerpt = error_text(&error_body(response).await);
     let message = format!("ElevenLabs TTS at {shown_url} returned HTTP {status}: {excerpt}");
     match status.as_u16() {
         429 | 500..=599 => PortError::unavailable(message),
         401 | 403 => PortError::rejected(format!("{message} (check the API key)")),
         _ => PortError::rejected(format!("{message} (check the voice_id and model_id)")),
     }
-}
-
-async fn error_excerpt(mut response: reqwest::Response) -> String {
-    const MAX_BYTES: usize = 4096;
-    let mut body = Vec::new();
-    let read = async {
-        while body.len() < MAX_BYTES {
-            match response.chunk().await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                _ => break,
-            }
-        }
-    };
-    // This runs only on a path that already failed: do not wait long for the explanation.
-    let _ = tokio::time::timeout(Duration::from_millis(500), read).await;
-    body.truncate(MAX_BYTES);
-    error_text(&String::from_utf8_lossy(&body))
 }
 
 /// The explanation in an ElevenLabs error body, else the start of the body. Pure.

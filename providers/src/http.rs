@@ -79,11 +79,10 @@ pub async fn status_error(what: &str, response: reqwest::Response) -> PortError 
     }
 }
 
-/// The start of a body, preferring an OpenAI-style `error.message`. Reads at most a few KiB and
-/// gives up quickly: this runs only on a path that already failed.
-pub async fn body_excerpt(response: reqwest::Response) -> String {
+/// The first 4 KiB of an error response's body (lossy UTF-8), read for at most 500 ms: this
+/// runs only on a path that already failed, so it does not wait long for the explanation.
+pub async fn error_body(mut response: reqwest::Response) -> String {
     const MAX_BYTES: usize = 4096;
-    let mut response = response;
     let mut body = Vec::new();
     let read = async {
         while body.len() < MAX_BYTES {
@@ -95,7 +94,13 @@ pub async fn body_excerpt(response: reqwest::Response) -> String {
     };
     let _ = tokio::time::timeout(Duration::from_millis(500), read).await;
     body.truncate(MAX_BYTES);
-    let text = String::from_utf8_lossy(&body);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The start of a body, preferring an OpenAI-style `error.message`. Reads at most a few KiB and
+/// gives up quickly: this runs only on a path that already failed.
+pub async fn body_excerpt(response: reqwest::Response) -> String {
+    let text = error_body(response).await;
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text)
         && let Some(error) = value.get("error")
     {
