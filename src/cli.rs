@@ -52,19 +52,19 @@ pub struct StandinsArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub bind: std::net::SocketAddr,
-    /// Chat: time to the first token.
-    #[arg(long, default_value_t = 150)]
-    pub ttft_ms: u64,
+    /// Chat: time to the first token (default: the stand-ins' own, printed at start).
+    #[arg(long)]
+    pub ttft_ms: Option<u64>,
     /// Chat: between tokens.
-    #[arg(long, default_value_t = 20)]
-    pub token_ms: u64,
+    #[arg(long)]
+    pub token_ms: Option<u64>,
     /// Speech synthesis: before the audio response starts.
-    #[arg(long, default_value_t = 100)]
-    pub tts_latency_ms: u64,
+    #[arg(long)]
+    pub tts_latency_ms: Option<u64>,
     /// Speech to text: before each final result (after the endpointing silence, which the
     /// server asks for with `stt.endpointing_ms`).
-    #[arg(long, default_value_t = 50)]
-    pub stt_final_delay_ms: u64,
+    #[arg(long)]
+    pub stt_final_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -172,24 +172,28 @@ pub async fn run(command: Command, config: Config) -> Result<(), CliError> {
         Command::Standins(args) => {
             use switchboard_providers::standins::{StandinConfig, spawn_standins};
             let ms = std::time::Duration::from_millis;
-            let standins = spawn_standins(
-                args.bind,
-                StandinConfig {
-                    ttft: ms(args.ttft_ms),
-                    token_delay: ms(args.token_ms),
-                    speech_latency: ms(args.tts_latency_ms),
-                    stt_final_delay: ms(args.stt_final_delay_ms),
-                    ..StandinConfig::default()
-                },
-            )
-            .await
-            .map_err(CliError::Standins)?;
+            let defaults = StandinConfig::default();
+            let config = StandinConfig {
+                ttft: args.ttft_ms.map_or(defaults.ttft, ms),
+                token_delay: args.token_ms.map_or(defaults.token_delay, ms),
+                speech_latency: args.tts_latency_ms.map_or(defaults.speech_latency, ms),
+                stt_final_delay: args.stt_final_delay_ms.map_or(defaults.stt_final_delay, ms),
+                ..defaults
+            };
+            let shown = format!(
+                "ttft {} ms, {} ms per token, speech latency {} ms, final transcript delay {} ms",
+                config.ttft.as_millis(),
+                config.token_delay.as_millis(),
+                config.speech_latency.as_millis(),
+                config.stt_final_delay.as_millis()
+            );
+            let standins = spawn_standins(args.bind, config)
+                .await
+                .map_err(CliError::Standins)?;
             let url = standins.base_url();
             println!(
-                "stand-ins listening: chat, speech and listen at {url}\n\
-                 (ttft {} ms, {} ms per token, speech latency {} ms, final transcript delay {} ms)\n\
-                 serve with: SWITCHBOARD__LLM__BASE_URL={url} SWITCHBOARD__TTS__BASE_URL={url} SWITCHBOARD__STT__BASE_URL={url}",
-                args.ttft_ms, args.token_ms, args.tts_latency_ms, args.stt_final_delay_ms
+                "stand-ins listening: chat, speech and listen at {url}\n({shown})\n\
+                 serve with: SWITCHBOARD__LLM__BASE_URL={url} SWITCHBOARD__TTS__BASE_URL={url} SWITCHBOARD__STT__BASE_URL={url}"
             );
             crate::http::shutdown_signal().await;
         }
