@@ -45,6 +45,18 @@ const fn build_decode_table() -> [i16; 256] {
 /// Linear 16-bit value of every mu-law byte, built at compile time.
 pub static MULAW_DECODE: [i16; 256] = build_decode_table();
 
+/// The square of every mu-law byte's linear value (at most 32124² < 2³²), for [`frame_energy`].
+static MULAW_SQUARED: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let s = decode_one(i as u8) as i32;
+        table[i] = (s * s) as u32;
+        i += 1;
+    }
+    table
+};
+
 /// The linear value of one mu-law byte.
 #[inline]
 pub fn decode_sample(byte: u8) -> i16 {
@@ -54,8 +66,19 @@ pub fn decode_sample(byte: u8) -> i16 {
 /// The mu-law byte for one linear sample (G.191 convention, see the module docs).
 #[inline]
 pub fn encode_sample(sample: i16) -> u8 {
-    encode_ulaw(sample)
+    MULAW_ENCODE[usize::from(sample as u16)]
 }
+
+/// The mu-law byte of every 16-bit sample, from `audio-codec-algorithms` (64 KiB, built on first
+/// use): every line of agent speech is encoded sample by sample, and a lookup is several times
+/// cheaper than the reference algorithm's segment search.
+static MULAW_ENCODE: std::sync::LazyLock<Box<[u8; 65536]>> = std::sync::LazyLock::new(|| {
+    let mut table = Box::new([0u8; 65536]);
+    for (i, byte) in table.iter_mut().enumerate() {
+        *byte = encode_ulaw(i as u16 as i16);
+    }
+    table
+});
 
 /// Appends the linear samples of `mulaw` to `out` (reuse `out` across frames).
 pub fn decode_mulaw(mulaw: &[u8], out: &mut Vec<i16>) {
@@ -64,7 +87,8 @@ pub fn decode_mulaw(mulaw: &[u8], out: &mut Vec<i16>) {
 
 /// Appends the mu-law encoding of `pcm` to `out` (reuse `out` across frames).
 pub fn encode_mulaw(pcm: &[i16], out: &mut Vec<u8>) {
-    out.extend(pcm.iter().map(|&s| encode_sample(s)));
+    let table: &[u8; 65536] = &MULAW_ENCODE;
+    out.extend(pcm.iter().map(|&s| table[usize::from(s as u16)]));
 }
 
 /// Root-mean-square level of a mu-law frame in the linear domain (0.0 ..= 32124.0); 0.0 for an
@@ -76,10 +100,7 @@ pub fn frame_energy(mulaw: &[u8]) -> f32 {
     // 32124² × any realistic frame length fits a u64 many times over.
     let sum: u64 = mulaw
         .iter()
-        .map(|&b| {
-            let s = i64::from(decode_sample(b));
-            s.unsigned_abs().pow(2)
-        })
+        .map(|&b| u64::from(MULAW_SQUARED[usize::from(b)]))
         .sum();
     ((sum as f64 / mulaw.len() as f64).sqrt()) as f32
 }

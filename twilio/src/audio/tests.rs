@@ -27,6 +27,17 @@ fn encoder_is_g191_and_differs_from_cpython_only_at_minus_one() {
 }
 
 #[test]
+fn the_encode_table_is_the_reference_encoder_for_every_sample() {
+    for s in i16::MIN..=i16::MAX {
+        assert_eq!(
+            encode_sample(s),
+            audio_codec_algorithms::encode_ulaw(s),
+            "sample {s}"
+        );
+    }
+}
+
+#[test]
 fn decode_table_matches_g711() {
     assert_eq!(decode_sample(0x00), -32124);
     assert_eq!(decode_sample(0x7f), 0);
