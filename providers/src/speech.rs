@@ -6,6 +6,7 @@
 //! everything above 4 kHz out of the telephone band) → mu-law via `switchboard_twilio::audio`.
 //! Never here: playback, framing into 20 ms frames, or caching.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::time::Duration;
 
@@ -165,10 +166,30 @@ pub fn resample_24k_to_8k(samples: &[i16]) -> Vec<i16> {
 
 fn resample_with_rubato(samples: &[i16]) -> Result<Vec<i16>, String> {
     let input: Vec<f32> = samples.iter().map(|&s| f32::from(s) / 32768.0).collect();
+    let adapter = InterleavedSlice::new(&input, 1, input.len()).map_err(|e| e.to_string())?;
+    // Building the resampler plans its FFTs and computes its filter: more CPU than resampling a
+    // short line. Each thread keeps one (`process_all` resets it before every clip).
+    thread_local! {
+        static RESAMPLER: RefCell<Option<Fft<f32>>> = const { RefCell::new(None) };
+    }
+    let output = RESAMPLER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(new_resampler()?);
+        }
+        let resampler = slot.as_mut().ok_or("no resampler")?;
+        resampler
+            .process_all(&adapter, input.len(), None)
+            .map_err(|e| e.to_string())
+    })?;
+    Ok(output.take_data().into_iter().map(to_i16).collect())
+}
+
+fn new_resampler() -> Result<Fft<f32>, String> {
     // 768-frame chunks in 4 sub-chunks of 192: FFTs of 384 and 128 points (3 x 2^7, 2^7),
     // which rustfft does with fast radix kernels. rubato's default split of 1024 frames gave
     // 516- and 172-point FFTs (factor 43, Rader's algorithm) at ~1.8x the CPU per clip.
-    let mut resampler = Fft::<f32>::new_custom(
+    Fft::<f32>::new_custom(
         VENDOR_PCM_RATE,
         PHONE_RATE,
         768,
@@ -177,16 +198,16 @@ fn resample_with_rubato(samples: &[i16]) -> Result<Vec<i16>, String> {
         rubato::WindowFunction::BlackmanHarris2,
         FixedSync::Input,
     )
-    .map_err(|e| e.to_string())?;
-    let adapter = InterleavedSlice::new(&input, 1, input.len()).map_err(|e| e.to_string())?;
-    let output = resampler
-        .process_all(&adapter, input.len(), None)
-        .map_err(|e| e.to_string())?;
-    Ok(output
-        .take_data()
-        .into_iter()
-        .map(|s| (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
-        .collect())
+    .map_err(|e| e.to_string())
+}
+
+/// A resampled value (±1.0 full scale) as a 16-bit sample, rounded half away from zero. `as`
+/// saturates out-of-range values; adding ±0.5 and truncating avoids a libm `roundf` call per
+/// sample.
+#[inline]
+fn to_i16(s: f32) -> i16 {
+    let x = s * 32768.0;
+    (x + 0.5f32.copysign(x)) as i16
 }
 
 #[cfg(test)]
@@ -240,6 +261,30 @@ mod tests {
         let ratio = rms(&out[800..7200]) / rms(&input);
         // Without a filter it would alias to 3 kHz at full level; demand at least 40 dB down.
         assert!(ratio < 0.01, "5 kHz kept {ratio} of its level");
+    }
+
+    #[test]
+    fn a_reused_resampler_carries_nothing_from_one_line_to_the_next() {
+        // This thread's resampler is built by the first call and reused by the others.
+        let first = tone(1000.0, 7_000, 8000.0);
+        let loud = tone(3000.0, 12_345, 30000.0);
+        let once = resample_24k_to_8k(&first);
+        let _ = resample_24k_to_8k(&loud);
+        assert_eq!(resample_24k_to_8k(&first), once);
+        // A short line after a long one: no tail of the long one, no padding.
+        let short = resample_24k_to_8k(&first[..300]);
+        assert_eq!(short.len(), 100);
+        assert!(short.iter().all(|s| s.unsigned_abs() < 9000), "{short:?}");
+    }
+
+    #[test]
+    fn samples_round_to_nearest_and_saturate() {
+        assert_eq!(to_i16(0.0), 0);
+        assert_eq!(to_i16(1.4 / 32768.0), 1);
+        assert_eq!(to_i16(1.6 / 32768.0), 2);
+        assert_eq!(to_i16(-1.6 / 32768.0), -2);
+        assert_eq!(to_i16(1.5), i16::MAX);
+        assert_eq!(to_i16(-1.5), i16::MIN);
     }
 
     #[test]
