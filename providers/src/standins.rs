@@ -924,7 +924,12 @@ pub fn synthetic_pcm(duration_ms: u64) -> Vec<u8> {
             .collect()
     });
     let bytes = duration_ms as usize * 24 * 2;
-    PERIOD.iter().copied().cycle().take(bytes).collect()
+    let mut pcm = Vec::with_capacity(bytes);
+    while pcm.len() < bytes {
+        let n = (bytes - pcm.len()).min(PERIOD.len());
+        pcm.extend_from_slice(&PERIOD[..n]);
+    }
+    pcm
 }
 
 #[cfg(test)]

@@ -208,9 +208,8 @@ async fn serve(
         let Ok(frame) = frame else { break };
         let replies = match frame.opcode {
             OpCode::Binary => {
-                let audio = frame.payload.to_vec();
                 let mut next_line = || next_script_line(&shared);
-                recognizer.push(&audio, &mut next_line)
+                recognizer.push(&frame.payload, &mut next_line)
             }
             OpCode::Text => {
                 let kind = serde_json::from_slice::<Value>(&frame.payload)
@@ -354,14 +353,25 @@ impl Recognizer {
         }
     }
 
-    fn push(&mut self, audio: &[u8], next_line: &mut dyn FnMut() -> String) -> Vec<Reply> {
+    fn push(&mut self, mut audio: &[u8], next_line: &mut dyn FnMut() -> String) -> Vec<Reply> {
         let mut replies = Vec::new();
-        self.carry.extend_from_slice(audio);
-        let whole = self.carry.len() / FRAME_BYTES * FRAME_BYTES;
-        let frames: Vec<u8> = self.carry.drain(..whole).collect();
-        for frame in frames.chunks(FRAME_BYTES) {
+        // Complete the frame left over from the last message, then take whole frames straight
+        // from this one (a message of whole frames copies nothing).
+        if !self.carry.is_empty() {
+            let wanted = (FRAME_BYTES - self.carry.len()).min(audio.len());
+            self.carry.extend_from_slice(&audio[..wanted]);
+            audio = &audio[wanted..];
+            if self.carry.len() < FRAME_BYTES {
+                return replies;
+            }
+            let frame = std::mem::take(&mut self.carry);
+            self.frame(&frame, next_line, &mut replies);
+        }
+        let mut frames = audio.chunks_exact(FRAME_BYTES);
+        for frame in &mut frames {
             self.frame(frame, next_line, &mut replies);
         }
+        self.carry.extend_from_slice(frames.remainder());
         replies
     }
 
