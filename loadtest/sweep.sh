@@ -63,6 +63,11 @@ env ${STANDINS_THREADS:+TOKIO_WORKER_THREADS=$STANDINS_THREADS} "$BIN/switchboar
 standins=$!
 trap 'kill $standins 2>/dev/null || true; [ -n "${server:-}" ] && kill $server 2>/dev/null || true' EXIT
 
+# The machine's speed today: shared 2-core VMs of the same kind differ by 2x or more from one
+# day to the next, so every sweep records a fixed single-core job (lower is faster).
+calib=$( { /usr/bin/time -f %e sh -c 'head -c 300M /dev/zero | sha256sum >/dev/null'; } 2>&1 )
+echo "== machine: sha256 of 300 MB in $calib s; $(nproc) cores" | tee "$OUT/machine.txt"
+
 for n in "$@"; do
     "$BIN/switchboard" serve >"$OUT/serve-$n.log" 2>&1 &
     server=$!
