@@ -291,6 +291,16 @@ pub async fn relay_setup(ws: &mut Ws, sid: &str, from: &str) {
     relay_send(ws, json!({"type":"setup","sessionId":format!("VX{sid}"),"callSid":sid,"accountSid":"AC1","from":from,"to":"+15557654321","direction":"inbound","customParameters":{}})).await;
 }
 
+/// Says `text` as the caller (one whole `prompt`) and returns the agent's reply.
+pub async fn relay_ask(ws: &mut Ws, text: &str) -> String {
+    relay_send(
+        ws,
+        json!({"type":"prompt","voicePrompt":text,"lang":"en-US","last":true}),
+    )
+    .await;
+    relay_turn(ws).await
+}
+
 /// Reads `text` tokens until one with `last: true`; returns the whole turn.
 pub async fn relay_turn(ws: &mut Ws) -> String {
     let mut turn = String::new();

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use switchboard::config::{Config, Secret, TwilioMode};
 
 use crate::common::*;
-use crate::history::{Ws, relay, relay_send, relay_setup, relay_turn, wait_ended};
+use crate::history::{Ws, relay, relay_ask, relay_send, relay_setup, relay_turn, wait_ended};
 
 const KNOWN: &str = "+15550100001";
 const KNOWN_MASKED: &str = "+15550****01";
@@ -48,12 +48,7 @@ async fn conversing_call(app: &TestApp, sid: &str) -> Ws {
     let mut ws = relay(app).await;
     relay_setup(&mut ws, sid, KNOWN).await;
     relay_turn(&mut ws).await;
-    relay_send(
-        &mut ws,
-        json!({"type":"prompt","voicePrompt":"When is my contract renewed?","lang":"en-US","last":true}),
-    )
-    .await;
-    relay_turn(&mut ws).await;
+    relay_ask(&mut ws, "When is my contract renewed?").await;
     ws
 }
 
@@ -213,12 +208,7 @@ async fn a_restarted_call_is_announced_on_the_event_stream() {
         "what failed is said: {restarted}"
     );
     // The restarted call still answers.
-    relay_send(
-        &mut ws,
-        json!({"type":"prompt","voicePrompt":"still there?","lang":"en-US","last":true}),
-    )
-    .await;
-    relay_turn(&mut ws).await;
+    relay_ask(&mut ws, "still there?").await;
     ws.close(None).await.unwrap();
     wait_ended(&app, sid).await;
 }
@@ -471,12 +461,7 @@ async fn stats_count_what_the_calls_did() {
         .await
         .unwrap();
     assert_eq!(crash.status(), 202);
-    relay_send(
-        &mut first,
-        json!({"type":"prompt","voicePrompt":"still there?","lang":"en-US","last":true}),
-    )
-    .await;
-    relay_turn(&mut first).await;
+    relay_ask(&mut first, "still there?").await;
 
     let (_, live) = get_json(&app, "/api/v1/stats").await;
     assert_eq!(live["active_calls"], 2);
@@ -621,12 +606,7 @@ async fn relay_call_to(addr: &str, sid: &str, from: &str) {
     relay_turn(&mut ws).await;
     // Rejected and logged (at debug) by the socket's reader; the call goes on.
     relay_send(&mut ws, json!({"type":"no-such-message"})).await;
-    relay_send(
-        &mut ws,
-        json!({"type":"prompt","voicePrompt":"My number is +5517999991292, call me back","lang":"en-US","last":true}),
-    )
-    .await;
-    relay_turn(&mut ws).await;
+    relay_ask(&mut ws, "My number is +5517999991292, call me back").await;
     ws.close(None).await.unwrap();
 }
 
