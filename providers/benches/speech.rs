@@ -6,24 +6,13 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use switchboard_providers::speech::pcm24k_to_mulaw8k;
+use switchboard_providers::standins::synthetic_pcm;
 use switchboard_twilio::audio::encode_mulaw;
-
-/// `seconds` of a speech-like signal (two tones and their beat), 16-bit LE at 24 kHz.
-fn pcm(seconds: f32) -> Vec<u8> {
-    let n = (24_000.0 * seconds) as usize;
-    (0..n)
-        .flat_map(|i| {
-            let t = i as f32 / 24_000.0;
-            let s = 6000.0 * (2.0 * std::f32::consts::PI * 180.0 * t).sin()
-                + 3000.0 * (2.0 * std::f32::consts::PI * 1250.0 * t).sin();
-            (s as i16).to_le_bytes()
-        })
-        .collect()
-}
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("tts");
-    let line = pcm(3.0);
+    // What the TTS stand-in serves in the load tests: 3 s of 24 kHz 16-bit PCM.
+    let line = synthetic_pcm(3000);
     g.throughput(Throughput::Elements(1));
     g.bench_function("pcm24k_to_mulaw8k 3 s line", |b| {
         b.iter(|| pcm24k_to_mulaw8k(black_box(&line)))
