@@ -174,10 +174,10 @@ fn resample_with_rubato(samples: &[i16]) -> Result<Vec<i16>, String> {
     }
     let output = RESAMPLER.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(new_resampler()?);
-        }
-        let resampler = slot.as_mut().ok_or("no resampler")?;
+        let resampler = match &mut *slot {
+            Some(resampler) => resampler,
+            empty @ None => empty.insert(new_resampler()?),
+        };
         resampler
             .process_all(&adapter, input.len(), None)
             .map_err(|e| e.to_string())
