@@ -203,27 +203,33 @@ const STT_DRAIN: std::time::Duration = std::time::Duration::from_millis(1500);
 /// utterance-end windows, so no result is waiting on this audio), the caller's silence goes to
 /// the recognizer in 100 ms messages instead of one per frame.
 const STT_QUIET_BATCH_AFTER: u32 = 75;
-const STT_QUIET_BATCH_BYTES: usize = 5 * FRAME_BYTES;
+/// Audio held back for the recognizer at most: 100 ms, of speech or of long silence.
+const STT_BATCH_BYTES: usize = 5 * FRAME_BYTES;
 
-/// What goes to the speech-to-text session: each frame at once while the caller speaks or has
-/// just stopped, batches of long silence (a fifth of the socket writes while the caller
-/// listens to the agent, which is most of a call). The first voiced frame sends the batch with it.
+/// What goes to the speech-to-text session, and when. The recognizer's results that a turn
+/// waits for come after the caller stops: endpointing counts quiet audio. So a quiet frame
+/// after speech goes at once (with any speech held before it), frame by frame until the
+/// recognizer's windows are past; voiced frames go in 100 ms messages (barge-in never waits
+/// for them: the edge's own detector gives it), and so does long silence while the caller
+/// listens to the agent, which is most of a call. A fifth of the socket writes, and no turn
+/// waits longer for its transcript.
 #[derive(Default)]
 struct SttBatch {
     pending: Vec<u8>,
 }
 
 impl SttBatch {
+    /// `quiet_frames`: quiet frames in a row up to and including `frame` (0: it is voiced).
     fn push(&mut self, frame: Vec<u8>, quiet_frames: u32) -> Option<Vec<u8>> {
-        if quiet_frames < STT_QUIET_BATCH_AFTER {
-            if self.pending.is_empty() {
-                return Some(frame);
-            }
-            self.pending.extend_from_slice(&frame);
-            return self.flush();
+        let at_once = quiet_frames > 0 && quiet_frames < STT_QUIET_BATCH_AFTER;
+        if at_once && self.pending.is_empty() {
+            return Some(frame);
+        }
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(STT_BATCH_BYTES);
         }
         self.pending.extend_from_slice(&frame);
-        (self.pending.len() >= STT_QUIET_BATCH_BYTES).then(|| std::mem::take(&mut self.pending))
+        (at_once || self.pending.len() >= STT_BATCH_BYTES).then(|| std::mem::take(&mut self.pending))
     }
 
     fn flush(&mut self) -> Option<Vec<u8>> {
@@ -343,34 +349,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn speech_goes_to_the_recognizer_at_once_and_long_silence_in_batches() {
+    fn quiet_after_speech_goes_at_once_and_speech_and_long_silence_in_batches() {
         let mut batch = SttBatch::default();
         let frame = |b: u8| vec![b; FRAME_BYTES];
-        // Speaking, or quiet for less than the batching threshold: every frame at once.
-        assert_eq!(batch.push(frame(1), 0), Some(frame(1)));
+        // Quiet for less than the batching threshold (the recognizer's endpointing counts this
+        // audio): every frame at once.
+        assert_eq!(batch.push(frame(1), 1), Some(frame(1)));
         assert_eq!(
             batch.push(frame(2), STT_QUIET_BATCH_AFTER - 1),
             Some(frame(2))
         );
-        // Long silence: nothing until five frames are together, then all five in order.
+        // Speech: held until 100 ms are together, then all five in order.
+        for i in 0..4 {
+            assert_eq!(batch.push(frame(10 + i), 0), None);
+        }
+        let five = batch.push(frame(14), 0).unwrap();
+        assert_eq!(five.len(), 5 * FRAME_BYTES);
+        assert_eq!((five[0], five[4 * FRAME_BYTES]), (10, 14));
+        // The caller stops: the first quiet frame takes the held speech with it, at once.
+        assert_eq!(batch.push(frame(20), 0), None);
+        assert_eq!(batch.push(frame(21), 0), None);
+        let tail = batch.push(frame(22), 1).unwrap();
+        assert_eq!(tail.len(), 3 * FRAME_BYTES);
+        assert_eq!((tail[0], tail[2 * FRAME_BYTES]), (20, 22));
+        // Long silence: batches of five.
         for i in 0..4 {
             assert_eq!(
-                batch.push(frame(10 + i), STT_QUIET_BATCH_AFTER + u32::from(i)),
+                batch.push(frame(30 + i), STT_QUIET_BATCH_AFTER + u32::from(i)),
                 None
             );
         }
-        let five = batch.push(frame(14), STT_QUIET_BATCH_AFTER + 4).unwrap();
-        assert_eq!(five.len(), 5 * FRAME_BYTES);
-        assert_eq!(five[0], 10);
-        assert_eq!(five[4 * FRAME_BYTES], 14);
-        // The caller speaks again: the waiting silence and the voiced frame leave together.
-        assert_eq!(batch.push(frame(20), STT_QUIET_BATCH_AFTER + 5), None);
-        let resumed = batch.push(frame(21), 0).unwrap();
-        assert_eq!(resumed.len(), 2 * FRAME_BYTES);
-        assert_eq!(resumed[FRAME_BYTES], 21);
+        let silence = batch.push(frame(34), STT_QUIET_BATCH_AFTER + 4).unwrap();
+        assert_eq!(silence.len(), 5 * FRAME_BYTES);
+        // Speech after long silence: the waiting silence leads the next batch.
+        assert_eq!(batch.push(frame(40), STT_QUIET_BATCH_AFTER + 5), None);
+        for _ in 0..3 {
+            assert_eq!(batch.push(frame(41), 0), None);
+        }
+        let resumed = batch.push(frame(42), 0).unwrap();
+        assert_eq!((resumed[0], resumed[4 * FRAME_BYTES]), (40, 42));
         // Hang-up: whatever is left is sent.
-        assert_eq!(batch.push(frame(30), STT_QUIET_BATCH_AFTER), None);
-        assert_eq!(batch.flush(), Some(frame(30)));
+        assert_eq!(batch.push(frame(50), 0), None);
+        assert_eq!(batch.flush(), Some(frame(50)));
         assert_eq!(batch.flush(), None);
     }
 }
