@@ -20,6 +20,9 @@
 #   STANDINS_THREADS, LOADGEN_THREADS
 #              tokio worker threads of the stand-ins and of the load generator (default: one per
 #              core); the server always gets one per core
+#   LOADGEN_NICE, STANDINS_NICE
+#              scheduling niceness of the load generator and of the stand-ins (default 0, as
+#              the server); negative values need root
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release
@@ -59,7 +62,7 @@ if [ ! -s "$OUT/sweep.db" ]; then
     "$BIN/switchboard" seed --customers 1000 >/dev/null
 fi
 
-env ${STANDINS_THREADS:+TOKIO_WORKER_THREADS=$STANDINS_THREADS} "$BIN/switchboard" standins --bind "$STANDINS" "${delay_flags[@]}" >"$OUT/standins.log" 2>&1 &
+env ${STANDINS_THREADS:+TOKIO_WORKER_THREADS=$STANDINS_THREADS} nice -n "${STANDINS_NICE:-0}" "$BIN/switchboard" standins --bind "$STANDINS" "${delay_flags[@]}" >"$OUT/standins.log" 2>&1 &
 standins=$!
 trap 'kill $standins 2>/dev/null || true; [ -n "${server:-}" ] && kill $server 2>/dev/null || true' EXIT
 
@@ -78,7 +81,7 @@ for n in "$@"; do
     sleep 1 # idle RSS settles after start-up
     echo "== $n concurrent calls (delays: $DELAYS, transport: $TRANSPORT, load average: $(cut -d' ' -f1-3 /proc/loadavg))"
     # shellcheck disable=SC2086
-    env ${LOADGEN_THREADS:+TOKIO_WORKER_THREADS=$LOADGEN_THREADS} "$BIN/switchboard-loadtest" --url "http://127.0.0.1:$PORT" --calls "$n" --ramp-per-sec "$RAMP" \
+    env ${LOADGEN_THREADS:+TOKIO_WORKER_THREADS=$LOADGEN_THREADS} nice -n "${LOADGEN_NICE:-0}" "$BIN/switchboard-loadtest" --url "http://127.0.0.1:$PORT" --calls "$n" --ramp-per-sec "$RAMP" \
         --hold-s "$HOLD_S" --transport "$TRANSPORT" --turns 3 --chaos-fraction 0.02 \
         --sse-clients "$SSE" --server-pid "$server" --quiet \
         --report "$OUT/report-$n.json" --chart "$OUT/chart-$n.png" ${EXTRA:-} | tee "$OUT/summary-$n.txt" || true

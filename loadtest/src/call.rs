@@ -21,6 +21,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 pub const QUIET: Duration = Duration::from_millis(500);
 /// How long a barge-in turn lets the agent talk before talking over it.
 pub const BARGE_AFTER: Duration = Duration::from_millis(400);
+/// The server's default `stt.endpointing_ms`.
+pub const DEFAULT_ENDPOINTING: Duration = Duration::from_millis(300);
 /// Longest wait for the first agent audio (or text) after the call connected.
 pub const GREETING_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait for the server to close the socket after the caller hung up.
@@ -180,6 +182,11 @@ pub struct CallPlan {
     pub min_duration: Duration,
     /// Longest wait for the agent's reply to one turn.
     pub reply_timeout: Duration,
+    /// Media Streams: the quiet audio after a turn that the server's recognizer needs before it
+    /// ends the utterance (the server's `stt.endpointing_ms`). The reply cannot start before the
+    /// caller has sent that much silence, so [`TurnOutcome::after_endpoint`] is measured from the
+    /// frame that completes it.
+    pub endpointing: Duration,
     /// Media Streams: after each agent turn, read what the agent said from the operator API
     /// (`CallProgress::AgentSaid`). One request per turn, so off for load runs. Relay calls get
     /// the text from the socket anyway.
@@ -196,6 +203,7 @@ impl CallPlan {
             crash_after_turn: None,
             min_duration: Duration::ZERO,
             reply_timeout: Duration::from_secs(20),
+            endpointing: DEFAULT_ENDPOINTING,
             agent_text: false,
         }
     }
@@ -324,6 +332,11 @@ pub struct TurnOutcome {
     pub clear_received: bool,
     /// End of the caller's turn → first agent audio/text after it.
     pub latency: Option<Duration>,
+    /// Media Streams: the caller frame that completed [`CallPlan::endpointing`] of silence after
+    /// the turn was sent → the first agent audio after it. This is the server's share of the
+    /// turn (recognizer, model, speech, sockets): unlike `latency` less the endpointing window,
+    /// it does not count a load generator that sent that silence late.
+    pub after_endpoint: Option<Duration>,
     /// When that reply arrived.
     pub replied_at: Option<Instant>,
     /// The agent's reply (relay: from the socket; media: with `CallPlan::agent_text`).
@@ -387,6 +400,7 @@ impl CallOutcome {
                     said: false,
                     clear_received: false,
                     latency: None,
+                    after_endpoint: None,
                     replied_at: None,
                     agent_text: None,
                 })

@@ -68,6 +68,10 @@ struct Args {
     /// Longest wait for the agent's reply to one caller turn.
     #[arg(long, default_value_t = 20)]
     reply_timeout_s: u64,
+    /// The server's `stt.endpointing_ms`: the silence after a caller turn before the recognizer
+    /// ends it. The server's share of a turn is measured from the frame that completes it.
+    #[arg(long, default_value_t = 300)]
+    endpointing_ms: u64,
     /// Seed for the scenario choices and the new callers' numbers (default: from the clock, so
     /// new callers are new on every run).
     #[arg(long)]
@@ -123,6 +127,7 @@ async fn main() {
         min_duration: Duration::from_secs(args.min_call_s),
         seed,
         reply_timeout: Duration::from_secs(args.reply_timeout_s),
+        endpointing: Duration::from_millis(args.endpointing_ms),
     };
     if !args.quiet {
         eprintln!(

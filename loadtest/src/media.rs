@@ -39,7 +39,14 @@ enum Phase {
         pos: usize,
     },
     /// Turn `turn` was said (last frame sent at `since`); waiting for the agent's audio.
-    AwaitReply { turn: usize, since: Instant },
+    /// `quiet_sent`: silent frames sent since; `endpoint_at`: when the one that completed the
+    /// recognizer's endpointing window was sent.
+    AwaitReply {
+        turn: usize,
+        since: Instant,
+        quiet_sent: u32,
+        endpoint_at: Option<Instant>,
+    },
     /// Every turn answered; silent until the call's minimum duration.
     Lingering,
     /// `stop` sent at `since`; waiting for the server to close the socket.
@@ -156,10 +163,11 @@ pub(crate) async fn run(
                         play.until += Duration::from_micros(payload.len() as u64 * 125);
                         match phase {
                             Phase::Greeting => phase = Phase::Listening { turn: 0 },
-                            Phase::AwaitReply { turn, since } => {
+                            Phase::AwaitReply { turn, since, endpoint_at, .. } => {
                                 let latency = now - since;
                                 let t = &mut out.turns[turn];
                                 t.latency = Some(latency);
+                                t.after_endpoint = endpoint_at.map(|e| now.saturating_duration_since(e));
                                 t.replied_at = Some(now);
                                 events(CallProgress::AgentReplied { turn, latency });
                                 last_replied = Some(turn);
@@ -240,7 +248,7 @@ pub(crate) async fn run(
                             }
                         }
                     }
-                    Phase::AwaitReply { turn, since } => {
+                    Phase::AwaitReply { turn, since, .. } => {
                         if now - *since > plan.reply_timeout {
                             return Err(CallError::new("no_reply", format!(
                                 "turn {} ({:?}): no agent audio within {} s of the caller's speech",
@@ -300,10 +308,16 @@ pub(crate) async fn run(
                 frame.write_json(&mut buf);
                 tx.send(text(buf.clone())).await.map_err(socket_err)?;
                 out.frames_sent += 1;
+                if let Phase::AwaitReply { quiet_sent, endpoint_at, .. } = &mut phase {
+                    *quiet_sent += 1;
+                    if endpoint_at.is_none() && FRAME_TIME * *quiet_sent >= plan.endpointing {
+                        *endpoint_at = Some(Instant::now());
+                    }
+                }
                 if let Some(turn) = finished {
                     let since = Instant::now();
                     out.turns[turn].said = true;
-                    phase = Phase::AwaitReply { turn, since };
+                    phase = Phase::AwaitReply { turn, since, quiet_sent: 0, endpoint_at: None };
                     if plan.crash_after_turn == Some(turn) {
                         let status = target.crash(sid).await.ok();
                         out.crash_status = status;

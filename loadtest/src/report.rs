@@ -237,6 +237,18 @@ impl RunReport {
         )
     }
 
+    /// Media Streams turns, from the caller frame that completed the recognizer's endpointing
+    /// window to the first agent audio: the server's share of a turn
+    /// ([`crate::TurnOutcome::after_endpoint`]).
+    pub fn after_endpoint(&self) -> Option<Stats> {
+        Stats::of(self.calls.iter().flat_map(|c| {
+            c.outcome
+                .turns
+                .iter()
+                .filter_map(|t| t.after_endpoint.map(as_ms))
+        }))
+    }
+
     pub fn context_ready(&self) -> Option<Stats> {
         Stats::of(self.calls.iter().filter_map(|c| c.outcome.context_ready_ms))
     }
@@ -439,6 +451,7 @@ impl RunReport {
                 "all": Stats::json(&self.turn_latency(None)),
                 "media": Stats::json(&self.turn_latency(Some(Transport::Media))),
                 "relay": Stats::json(&self.turn_latency(Some(Transport::Relay))),
+                "media_after_endpoint": Stats::json(&self.after_endpoint()),
                 "histogram": self.latency_histogram().iter().map(|(le, n)| json!({"le_ms": le, "count": n})).collect::<Vec<_>>(),
             },
             "turns": self.turn_counts(),
@@ -546,6 +559,13 @@ impl RunReport {
             if let Some(st) = self.turn_latency(Some(transport)) {
                 let _ = writeln!(s, "  {:<11} {}", transport.as_str(), Stats::line(&Some(st)));
             }
+        }
+        if let Some(st) = self.after_endpoint() {
+            let _ = writeln!(
+                s,
+                "  server part {} (media: from the caller frame that completed the recognizer's endpointing silence)",
+                Stats::line(&Some(st))
+            );
         }
         let hist: Vec<String> = self
             .latency_histogram()

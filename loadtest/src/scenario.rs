@@ -43,6 +43,8 @@ pub struct Mix {
     pub seed: u64,
     /// Per-turn reply timeout.
     pub reply_timeout: Duration,
+    /// The server's `stt.endpointing_ms` ([`CallPlan::endpointing`]).
+    pub endpointing: Duration,
 }
 
 /// What kind of caller a plan plays.
@@ -165,6 +167,7 @@ impl Mix {
         plan.crash_after_turn = crash_after_turn;
         plan.min_duration = self.min_duration;
         plan.reply_timeout = self.reply_timeout;
+        plan.endpointing = self.endpointing;
         Planned { plan, kind, chaos }
     }
 }
@@ -260,6 +263,7 @@ mod tests {
             min_duration: Duration::ZERO,
             seed: 7,
             reply_timeout: Duration::from_secs(20),
+            endpointing: Duration::from_millis(300),
         };
         let a = mix.plan(1, 5);
         let b = mix.plan(1, 5);

@@ -103,6 +103,18 @@ async fn simulated_calls_of_every_kind_complete_and_are_persisted() {
                 "{sid}: turn {i} ({:?}) got an agent reply",
                 turn.text
             );
+            if outcome.transport == Transport::Media {
+                // The reply comes only after the caller sent the recognizer's endpointing
+                // silence, and the server's part is measured from that frame.
+                let server_part = turn.after_endpoint.unwrap_or_else(|| {
+                    panic!("{sid}: turn {i} answered before the endpointing silence was sent")
+                });
+                assert!(
+                    Some(server_part) < turn.latency,
+                    "{sid}: turn {i}: {server_part:?} after the endpoint frame, {:?} after the turn",
+                    turn.latency
+                );
+            }
             if turn.barge_in {
                 assert!(turn.talked_over_agent, "{sid}: turn {i} barged in");
                 if outcome.transport == Transport::Media {
