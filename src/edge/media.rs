@@ -71,7 +71,7 @@ async fn session(app: AppState, fut: UpgradeFut) {
     let mut call: Option<Arc<CallHandle>> = None;
     let mut stt_audio: Option<mpsc::Sender<Vec<u8>>> = None;
     let mut vad = Vad::default();
-    let mut stt_batch = SttBatch::default();
+    let mut stt_batch = SttBatch::new(app.config().stt.endpointing_ms);
     let mut stt_task: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let text = match socket::next(&mut read, &control_tx).await {
@@ -199,29 +199,38 @@ async fn session(app: AppState, fut: UpgradeFut) {
 /// After a hang-up, how long the recognizer may take to deliver its last transcripts.
 const STT_DRAIN: std::time::Duration = std::time::Duration::from_millis(1500);
 
-/// After this many quiet 20 ms frames in a row (1.5 s: past the recognizer's endpointing and
-/// utterance-end windows, so no result is waiting on this audio), the caller's silence goes to
-/// the recognizer in 100 ms messages instead of one per frame.
-const STT_QUIET_BATCH_AFTER: u32 = 75;
 /// Audio held back for the recognizer at most: 100 ms, of speech or of long silence.
 const STT_BATCH_BYTES: usize = 5 * FRAME_BYTES;
+/// Quiet audio that goes to the recognizer frame by frame after speech: its endpointing
+/// window (`stt.endpointing_ms`) and this much more, for a recognizer that decides a little
+/// behind the audio.
+const STT_ENDPOINT_MARGIN_MS: u64 = 200;
 
-/// What goes to the speech-to-text session, and when. The recognizer's results that a turn
-/// waits for come after the caller stops: endpointing counts quiet audio. So a quiet frame
-/// after speech goes at once (with any speech held before it), frame by frame until the
-/// recognizer's windows are past; voiced frames go in 100 ms messages (barge-in never waits
-/// for them: the edge's own detector gives it), and so does long silence while the caller
-/// listens to the agent, which is most of a call. A fifth of the socket writes, and no turn
-/// waits longer for its transcript.
-#[derive(Default)]
+/// What goes to the speech-to-text session, and when. The result a turn waits for comes after
+/// the caller stops: the recognizer's endpointing counts quiet audio. So quiet frames after
+/// speech go at once (the first one with any speech held before it) until the endpointing
+/// window and a margin are past; voiced frames go in 100 ms messages (barge-in never waits for
+/// them: the edge's own detector gives it), and so does longer silence, which is most of a
+/// call. About a quarter of the socket writes of one message per frame, and no turn waits
+/// longer for its transcript. (Deepgram's `UtteranceEnd`, a fallback for lines too noisy for
+/// endpointing, can come up to 80 ms later.)
 struct SttBatch {
     pending: Vec<u8>,
+    /// Quiet frames in a row sent one by one.
+    at_once_frames: u32,
 }
 
 impl SttBatch {
+    fn new(endpointing_ms: u64) -> Self {
+        SttBatch {
+            pending: Vec::new(),
+            at_once_frames: (endpointing_ms + STT_ENDPOINT_MARGIN_MS).div_ceil(20) as u32,
+        }
+    }
+
     /// `quiet_frames`: quiet frames in a row up to and including `frame` (0: it is voiced).
     fn push(&mut self, frame: Vec<u8>, quiet_frames: u32) -> Option<Vec<u8>> {
-        let at_once = quiet_frames > 0 && quiet_frames < STT_QUIET_BATCH_AFTER;
+        let at_once = quiet_frames > 0 && quiet_frames <= self.at_once_frames;
         if at_once && self.pending.is_empty() {
             return Some(frame);
         }
@@ -229,7 +238,8 @@ impl SttBatch {
             self.pending.reserve_exact(STT_BATCH_BYTES);
         }
         self.pending.extend_from_slice(&frame);
-        (at_once || self.pending.len() >= STT_BATCH_BYTES).then(|| std::mem::take(&mut self.pending))
+        (at_once || self.pending.len() >= STT_BATCH_BYTES)
+            .then(|| std::mem::take(&mut self.pending))
     }
 
     fn flush(&mut self) -> Option<Vec<u8>> {
@@ -350,15 +360,14 @@ mod tests {
 
     #[test]
     fn quiet_after_speech_goes_at_once_and_speech_and_long_silence_in_batches() {
-        let mut batch = SttBatch::default();
+        // Endpointing 300 ms: 300 + 200 ms of quiet go frame by frame.
+        let mut batch = SttBatch::new(300);
+        let window = 25;
         let frame = |b: u8| vec![b; FRAME_BYTES];
-        // Quiet for less than the batching threshold (the recognizer's endpointing counts this
-        // audio): every frame at once.
+        // Quiet within the window (the recognizer's endpointing counts this audio): every frame
+        // at once.
         assert_eq!(batch.push(frame(1), 1), Some(frame(1)));
-        assert_eq!(
-            batch.push(frame(2), STT_QUIET_BATCH_AFTER - 1),
-            Some(frame(2))
-        );
+        assert_eq!(batch.push(frame(2), window), Some(frame(2)));
         // Speech: held until 100 ms are together, then all five in order.
         for i in 0..4 {
             assert_eq!(batch.push(frame(10 + i), 0), None);
@@ -372,17 +381,14 @@ mod tests {
         let tail = batch.push(frame(22), 1).unwrap();
         assert_eq!(tail.len(), 3 * FRAME_BYTES);
         assert_eq!((tail[0], tail[2 * FRAME_BYTES]), (20, 22));
-        // Long silence: batches of five.
+        // Past the window: batches of five.
         for i in 0..4 {
-            assert_eq!(
-                batch.push(frame(30 + i), STT_QUIET_BATCH_AFTER + u32::from(i)),
-                None
-            );
+            assert_eq!(batch.push(frame(30 + i), window + 1 + u32::from(i)), None);
         }
-        let silence = batch.push(frame(34), STT_QUIET_BATCH_AFTER + 4).unwrap();
+        let silence = batch.push(frame(34), window + 5).unwrap();
         assert_eq!(silence.len(), 5 * FRAME_BYTES);
         // Speech after long silence: the waiting silence leads the next batch.
-        assert_eq!(batch.push(frame(40), STT_QUIET_BATCH_AFTER + 5), None);
+        assert_eq!(batch.push(frame(40), window + 6), None);
         for _ in 0..3 {
             assert_eq!(batch.push(frame(41), 0), None);
         }
@@ -392,5 +398,13 @@ mod tests {
         assert_eq!(batch.push(frame(50), 0), None);
         assert_eq!(batch.flush(), Some(frame(50)));
         assert_eq!(batch.flush(), None);
+    }
+
+    #[test]
+    fn the_frame_by_frame_window_follows_the_configured_endpointing() {
+        let mut batch = SttBatch::new(1000);
+        // 1,000 + 200 ms = 60 frames.
+        assert!(batch.push(vec![0xFF; FRAME_BYTES], 60).is_some());
+        assert!(batch.push(vec![0xFF; FRAME_BYTES], 61).is_none());
     }
 }
