@@ -1,5 +1,5 @@
-//! The server's CPU time and resident memory, read from /proc (Linux only; `None` elsewhere or
-//! when the process is gone).
+//! A process's CPU time and resident memory, read from /proc (Linux only; `None` elsewhere or
+//! when the process is gone): the server's, and the load generator's own CPU.
 
 /// utime + stime of a process, in seconds (/proc counts clock ticks, 100 per second on Linux).
 pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {

@@ -120,6 +120,9 @@ pub struct RunReport {
     pub timeline: Vec<Sample>,
     pub server: ServerStats,
     pub server_first_audio_p99_ms: Option<f64>,
+    /// The load generator's own CPU time (user + system) over the calls, from /proc: on a
+    /// shared machine, what it took from the server.
+    pub generator_cpu_s: Option<f64>,
     pub persistence: Persistence,
     pub sse: Option<SseReport>,
 }
@@ -462,6 +465,10 @@ impl RunReport {
                 "marks_echoed": sum(&|c| c.marks_echoed),
                 "clears_received": sum(&|c| c.clears_received),
             },
+            "generator": {
+                "cpu_s": self.generator_cpu_s.map(round),
+                "cpu_cores_avg": self.generator_cpu_s.map(|c| round(c / self.elapsed.as_secs_f64().max(0.001))),
+            },
             "server": self.server_json(),
             "persistence": {
                 "skipped": p.skipped,
@@ -593,6 +600,13 @@ impl RunReport {
             f["agent_audio_received"],
             f["marks_echoed"]
         );
+        if let Some(cores) = j["generator"]["cpu_cores_avg"].as_f64() {
+            let _ = writeln!(
+                s,
+                "generator     CPU {} s ({cores} cores avg): this load generator's own, beside the server",
+                j["generator"]["cpu_s"]
+            );
+        }
         let sv = &j["server"];
         if self.server.pid.is_some() {
             let mb = |v: &Value| {

@@ -101,6 +101,7 @@ pub async fn run(opts: Options) -> RunReport {
     });
     let started = Instant::now();
     let cpu_start = opts.server_pid.and_then(proc::cpu_seconds);
+    let generator_cpu_start = proc::cpu_seconds(std::process::id());
     let rss_start = opts.server_pid.and_then(proc::rss_kb);
     let sampler = tokio::spawn(sample(
         live.clone(),
@@ -166,6 +167,9 @@ pub async fn run(opts: Options) -> RunReport {
     }
     let elapsed = started.elapsed();
     let cpu_end = opts.server_pid.and_then(proc::cpu_seconds);
+    let generator_cpu_s = generator_cpu_start
+        .zip(proc::cpu_seconds(std::process::id()))
+        .map(|(a, b)| b - a);
     if opts.sse_clients > 0 {
         // The last calls' `call_ended` events are on their way.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -231,6 +235,7 @@ pub async fn run(opts: Options) -> RunReport {
         timeline,
         server,
         server_first_audio_p99_ms,
+        generator_cpu_s,
         persistence,
         sse,
     }
