@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use switchboard_loadtest::Target;
+use switchboard_loadtest::call::DEFAULT_ENDPOINTING;
 use switchboard_loadtest::run::{self, Options};
 use switchboard_loadtest::scenario::{Mix, TransportMix};
 
@@ -70,7 +71,7 @@ struct Args {
     reply_timeout_s: u64,
     /// The server's `stt.endpointing_ms`: the silence after a caller turn before the recognizer
     /// ends it. The server's share of a turn is measured from the frame that completes it.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = DEFAULT_ENDPOINTING.as_millis() as u64)]
     endpointing_ms: u64,
     /// Seed for the scenario choices and the new callers' numbers (default: from the clock, so
     /// new callers are new on every run).
