@@ -2,10 +2,11 @@
 //! `GET /metrics`. Gauges that describe live state (calls per state, persistence backlog) are
 //! sampled from the runtime at render time, so the hot path never updates them.
 //!
-//! Prometheus summaries are cumulative and their quantiles are computed by the exporter, so the
-//! dashboard's p95 time to first audio comes from an in-process HDR histogram instead: the
-//! recorder is wrapped so that every value recorded into
-//! `switchboard_time_to_first_audio_seconds` (by the edge) also lands there.
+//! Prometheus summaries are cumulative and their quantiles are computed by the exporter over a
+//! recent window, so the whole-process percentiles behind `/api/v1/stats` (the dashboard's p95,
+//! the load generator's server-side p99s) come from in-process HDR histograms instead: the
+//! recorder is wrapped so that every value recorded into one of [`Tracked`]'s histograms also
+//! lands in its HDR histogram.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -18,32 +19,74 @@ use switchboard_actors::machine::CallState;
 
 use crate::http::AppState;
 
-/// The histogram the edge records the server-side time to first audio into.
-pub const TIME_TO_FIRST_AUDIO: &str = "switchboard_time_to_first_audio_seconds";
-
-/// Microseconds, 1 µs to 10 min, 3 significant digits (~45 KiB).
-fn time_to_first_audio_histogram() -> &'static Mutex<hdrhistogram::Histogram<u64>> {
-    static H: OnceLock<Mutex<hdrhistogram::Histogram<u64>>> = OnceLock::new();
-    H.get_or_init(|| {
-        // Valid bounds (low >= 1, high >= 2 * low, sigfig <= 5): cannot fail.
-        let h = hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)
-            .expect("constant histogram bounds are valid");
-        Mutex::new(h)
-    })
+/// The histograms kept whole-process in HDR form as well (all label values together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tracked {
+    /// `switchboard_time_to_first_audio_seconds`, recorded by the media edge: `start` parsed →
+    /// the first greeting frame handed to the socket.
+    TimeToFirstAudio,
+    /// `switchboard_turn_first_audio_seconds`, recorded by the call's turn clock: the caller's
+    /// final transcript handed to the call → the agent's first audio (or text) of the reply on
+    /// the socket. The speech-to-text provider's own delay is not in it; everything the server
+    /// adds is.
+    TurnFirstAudio,
 }
 
-fn record_time_to_first_audio(seconds: f64) {
-    if !seconds.is_finite() || seconds < 0.0 {
-        return;
+impl Tracked {
+    const ALL: [Tracked; 2] = [Tracked::TimeToFirstAudio, Tracked::TurnFirstAudio];
+
+    pub fn metric_name(self) -> &'static str {
+        match self {
+            Tracked::TimeToFirstAudio => "switchboard_time_to_first_audio_seconds",
+            Tracked::TurnFirstAudio => "switchboard_turn_first_audio_seconds",
+        }
     }
-    let micros = (seconds * 1e6).round() as u64;
-    let mut h = time_to_first_audio_histogram()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    h.saturating_record(micros.max(1));
+
+    /// Microseconds, 1 µs to 10 min, 3 significant digits (~45 KiB each).
+    fn histogram(self) -> &'static Mutex<hdrhistogram::Histogram<u64>> {
+        static H: OnceLock<[Mutex<hdrhistogram::Histogram<u64>>; 2]> = OnceLock::new();
+        let all = H.get_or_init(|| {
+            std::array::from_fn(|_| {
+                // Valid bounds (low >= 1, high >= 2 * low, sigfig <= 5): cannot fail.
+                let h = hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)
+                    .expect("constant histogram bounds are valid");
+                Mutex::new(h)
+            })
+        });
+        &all[self as usize]
+    }
+
+    fn record(self, seconds: f64) {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return;
+        }
+        let micros = (seconds * 1e6).round() as u64;
+        let mut h = self
+            .histogram()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        h.saturating_record(micros.max(1));
+    }
+
+    /// Everything recorded since the process started, in milliseconds.
+    pub fn percentiles(self) -> Percentiles {
+        let h = self
+            .histogram()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = h.len();
+        let at = |q: f64| (count > 0).then(|| h.value_at_quantile(q) as f64 / 1e3);
+        Percentiles {
+            count,
+            p50: at(0.5),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: (count > 0).then(|| h.max() as f64 / 1e3),
+        }
+    }
 }
 
-/// Server-side time to first audio since the process started, in milliseconds.
+/// Percentiles of a tracked histogram since the process started, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Percentiles {
     pub count: u64,
@@ -53,32 +96,17 @@ pub struct Percentiles {
     pub max: Option<f64>,
 }
 
-pub fn time_to_first_audio() -> Percentiles {
-    let h = time_to_first_audio_histogram()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let count = h.len();
-    let at = |q: f64| (count > 0).then(|| h.value_at_quantile(q) as f64 / 1e3);
-    Percentiles {
-        count,
-        p50: at(0.5),
-        p95: at(0.95),
-        p99: at(0.99),
-        max: (count > 0).then(|| h.max() as f64 / 1e3),
-    }
-}
-
-/// The Prometheus recorder, plus a copy of time-to-first-audio values into the HDR histogram.
+/// The Prometheus recorder, plus a copy of the [`Tracked`] histograms' values into HDR ones.
 struct Tee {
     prometheus: PrometheusRecorder,
 }
 
-struct TeeHistogram(Histogram);
+struct TeeHistogram(Histogram, Tracked);
 
 impl HistogramFn for TeeHistogram {
     fn record(&self, value: f64) {
         self.0.record(value);
-        record_time_to_first_audio(value);
+        self.1.record(value);
     }
 }
 
@@ -100,10 +128,12 @@ impl Recorder for Tee {
     }
     fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
         let inner = self.prometheus.register_histogram(key, metadata);
-        if key.name() == TIME_TO_FIRST_AUDIO {
-            Histogram::from_arc(Arc::new(TeeHistogram(inner)))
-        } else {
-            inner
+        match Tracked::ALL
+            .into_iter()
+            .find(|t| t.metric_name() == key.name())
+        {
+            Some(tracked) => Histogram::from_arc(Arc::new(TeeHistogram(inner, tracked))),
+            None => inner,
         }
     }
 }

@@ -776,7 +776,7 @@ pub async fn stats(State(app): State<AppState>) -> Response {
     let lookups = s.crm.lookups.load(Relaxed);
     let hits = s.cache.hits.load(Relaxed) + s.cache.shared_hits.load(Relaxed);
     let hit_rate = (lookups > 0).then(|| hits as f64 / lookups as f64);
-    let ttfa = crate::metrics::time_to_first_audio();
+    use crate::metrics::Tracked;
     Json(json!({
         "at_ms": now_ms(),
         "active_calls": handles.len(),
@@ -792,7 +792,8 @@ pub async fn stats(State(app): State<AppState>) -> Response {
             "cache_hits": hits,
             "hit_rate": hit_rate,
         },
-        "time_to_first_audio_ms": ttfa,
+        "time_to_first_audio_ms": Tracked::TimeToFirstAudio.percentiles(),
+        "turn_first_audio_ms": Tracked::TurnFirstAudio.percentiles(),
     }))
     .into_response()
 }

@@ -88,10 +88,8 @@ fn on_message(
                 return Ok(()); // replayed, already applied before the snapshot
             }
             let now = st.services.clock.now_ms();
-            match &event {
-                Event::CallerUtterance { is_final: true, .. } => st.handle.turns.caller_finished(),
-                Event::LlmToken { turn, .. } => st.handle.turns.first_token(*turn),
-                _ => {}
+            if let Event::LlmToken { turn, .. } = &event {
+                st.handle.turns.first_token(*turn);
             }
             let effects = st.machine.handle(now, event);
             st.machine.set_applied_event_id(id);

@@ -294,6 +294,12 @@ impl CallHandle {
         if self.ended.load(Ordering::Acquire) {
             return Err(SendError::Ended(self.sid.clone()));
         }
+        if let Event::CallerUtterance { is_final: true, .. } = &event {
+            // The turn's clock starts when the edge hands over the final transcript, so the
+            // journal and the actor's mailbox are in the measured time (and a replay after a
+            // restart does not restart it).
+            self.turns.caller_finished();
+        }
         let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
         let applied = self.applied.load(Ordering::Acquire);
         while inbox.journal.front().is_some_and(|(id, _)| *id <= applied) {

@@ -451,6 +451,10 @@ async fn stats_count_what_the_calls_did() {
     let (_, before) = get_json(&app, "/api/v1/stats").await;
     assert_eq!(before["active_calls"], 0);
     assert_eq!(before["calls_started"], 0);
+    // Process-wide (other tests' servers add to it too), so only growth is checked.
+    let turns_before = before["turn_first_audio_ms"]["count"]
+        .as_u64()
+        .expect("turn_first_audio_ms.count");
 
     let mut first = conversing_call(&app, "CAstats1").await;
     let second = conversing_call(&app, "CAstats2").await;
@@ -472,6 +476,21 @@ async fn stats_count_what_the_calls_did() {
     assert_eq!(live["restarts"]["total"], 1);
     assert!(live["prefetch"]["lookups"].as_u64().unwrap() >= 2);
     assert!(live["time_to_first_audio_ms"]["count"].is_u64());
+    // The turn just answered (stamped by the socket writer right after it flushed the reply).
+    let mut turns = live["turn_first_audio_ms"].clone();
+    for _ in 0..100 {
+        if turns["count"].as_u64().unwrap_or(0) > turns_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        turns = get_json(&app, "/api/v1/stats").await.1["turn_first_audio_ms"].clone();
+    }
+    assert!(turns["count"].as_u64().unwrap() > turns_before, "{turns}");
+    let (p50, p99) = (
+        turns["p50"].as_f64().unwrap(),
+        turns["p99"].as_f64().unwrap(),
+    );
+    assert!(p50 > 0.0 && p50 <= p99, "{turns}");
 
     for (mut ws, sid) in [(first, "CAstats1"), (second, "CAstats2")] {
         ws.close(None).await.unwrap();
