@@ -119,12 +119,22 @@ pub struct RunReport {
     pub calls: Vec<CallRecord>,
     pub timeline: Vec<Sample>,
     pub server: ServerStats,
-    pub server_first_audio_p99_ms: Option<f64>,
+    pub server_side: ServerSide,
     /// The load generator's own CPU time (user + system) over the calls, from /proc: on a
     /// shared machine, what it took from the server.
     pub generator_cpu_s: Option<f64>,
     pub persistence: Persistence,
     pub sse: Option<SseReport>,
+}
+
+/// What the server measured itself (`GET /api/v1/stats`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServerSide {
+    /// p99 time from `start` to the first greeting frame on the socket.
+    pub first_audio_p99_ms: Option<f64>,
+    /// Each answered turn, from the caller's final transcript reaching the call to the reply's
+    /// first audio on the socket: the server's own part, without the recognizer's.
+    pub turn: Option<Stats>,
 }
 
 /// Percentiles of a set of millisecond values.
@@ -152,6 +162,20 @@ impl Stats {
             p95: at(0.95),
             p99: at(0.99),
             max: v[v.len() - 1],
+        })
+    }
+
+    /// The server's `{count, p50, p95, p99, max}` (`/api/v1/stats`); `None` when it counted nothing.
+    pub fn from_server(v: &Value) -> Option<Stats> {
+        let count = v.get("count")?.as_u64()?;
+        let f = |k: &str| v.get(k)?.as_f64();
+        (count > 0).then_some(())?;
+        Some(Stats {
+            count: count as usize,
+            p50: f("p50")?,
+            p95: f("p95")?,
+            p99: f("p99")?,
+            max: f("max")?,
         })
     }
 
@@ -447,7 +471,7 @@ impl RunReport {
             },
             "first_audio_ms": {
                 "client": Stats::json(&self.first_audio()),
-                "server_p99": self.server_first_audio_p99_ms.map(round),
+                "server_p99": self.server_side.first_audio_p99_ms.map(round),
             },
             "context_ready_ms": Stats::json(&self.context_ready()),
             "turn_latency_ms": {
@@ -455,6 +479,7 @@ impl RunReport {
                 "media": Stats::json(&self.turn_latency(Some(Transport::Media))),
                 "relay": Stats::json(&self.turn_latency(Some(Transport::Relay))),
                 "media_after_endpoint": Stats::json(&self.after_endpoint()),
+                "server_side": Stats::json(&self.server_side.turn),
                 "histogram": self.latency_histogram().iter().map(|(le, n)| json!({"le_ms": le, "count": n})).collect::<Vec<_>>(),
             },
             "turns": self.turn_counts(),
@@ -537,7 +562,8 @@ impl RunReport {
             sc["chaos"]["completed"]
         );
         let server_p99 = self
-            .server_first_audio_p99_ms
+            .server_side
+            .first_audio_p99_ms
             .map(|v| format!("; server p99 {} ms", ms(v)))
             .unwrap_or_default();
         let _ = writeln!(
@@ -572,6 +598,13 @@ impl RunReport {
                 s,
                 "  server part {} (media: from the caller frame that completed the recognizer's endpointing silence)",
                 Stats::line(&Some(st))
+            );
+        }
+        if self.server_side.turn.is_some() {
+            let _ = writeln!(
+                s,
+                "  server side {} (the server's own clock: final transcript → first reply audio on the socket)",
+                Stats::line(&self.server_side.turn)
             );
         }
         let hist: Vec<String> = self
@@ -693,5 +726,25 @@ mod tests {
         );
         assert_eq!(Stats::of([7.0]).unwrap().p99, 7.0);
         assert!(Stats::of([]).is_none());
+    }
+
+    #[test]
+    fn server_percentiles_are_read_as_the_stats_endpoint_writes_them() {
+        let v = serde_json::json!({"count": 3, "p50": 1.5, "p95": 2.0, "p99": 2.25, "max": 2.5});
+        assert_eq!(
+            Stats::from_server(&v),
+            Some(Stats {
+                count: 3,
+                p50: 1.5,
+                p95: 2.0,
+                p99: 2.25,
+                max: 2.5
+            })
+        );
+        // Nothing counted yet: the server writes nulls.
+        let empty =
+            serde_json::json!({"count": 0, "p50": null, "p95": null, "p99": null, "max": null});
+        assert_eq!(Stats::from_server(&empty), None);
+        assert_eq!(Stats::from_server(&serde_json::json!({})), None);
     }
 }

@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hdrhistogram::Histogram;
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::call::{CallProgress, Target, simulate_call};
 use crate::report::{
-    CallRecord, ChaosNote, Persistence, RunReport, Sample, ServerStats, SseReport, StoredCheck,
+    CallRecord, ChaosNote, Persistence, RunReport, Sample, ServerSide, ServerStats, SseReport,
+    Stats, StoredCheck,
 };
 use crate::scenario::Mix;
 use crate::{proc, sse};
@@ -179,7 +181,7 @@ pub async fn run(opts: Options) -> RunReport {
     for h in sse_handles {
         let _ = h.await;
     }
-    let server_first_audio_p99_ms = server_first_audio_p99(&target).await;
+    let server_side = server_side(&target).await;
 
     let mut calls = std::mem::take(&mut *records.lock().unwrap_or_else(|e| e.into_inner()));
     calls.sort_by_key(|c| c.outcome.started_at);
@@ -234,7 +236,7 @@ pub async fn run(opts: Options) -> RunReport {
         calls,
         timeline,
         server,
-        server_first_audio_p99_ms,
+        server_side,
         generator_cpu_s,
         persistence,
         sse,
@@ -341,8 +343,40 @@ async fn probe_chaos(target: &Target, requested: f64, run_id: u32) -> ChaosNote 
     }
 }
 
+/// The server's own percentiles (ms) from `GET /api/v1/stats`, which counts everything since the
+/// server started (a fresh server per run gives the run's). Without the operator API, the first
+/// audio p99 falls back to the `/metrics` summary, whose quantiles cover a recent window only.
+pub async fn server_side(target: &Target) -> ServerSide {
+    let stats = async {
+        let response = target
+            .api(reqwest::Method::GET, "/api/v1/stats")
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json::<Value>().await.ok()
+    }
+    .await;
+    let percentiles = |key: &str| {
+        let v = stats.as_ref()?.get(key)?;
+        Stats::from_server(v)
+    };
+    let first_audio = percentiles("time_to_first_audio_ms");
+    let turn = percentiles("turn_first_audio_ms");
+    let first_audio_p99_ms = match &first_audio {
+        Some(s) => Some(s.p99),
+        None => metrics_first_audio_p99(target).await,
+    };
+    ServerSide {
+        first_audio_p99_ms,
+        turn,
+    }
+}
+
 /// Server-side p99 time to first audio (ms) from its /metrics summary, if it still exports one.
-async fn server_first_audio_p99(target: &Target) -> Option<f64> {
+async fn metrics_first_audio_p99(target: &Target) -> Option<f64> {
     let text = target
         .http()
         .get(format!("{}/metrics", target.base_url()))

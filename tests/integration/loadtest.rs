@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use switchboard_loadtest::report::CallRecord;
-use switchboard_loadtest::run::check_persistence;
+use switchboard_loadtest::run::{check_persistence, server_side};
 use switchboard_loadtest::scenario::{CallerKind, demo_phone, new_caller_phone};
 use switchboard_loadtest::{CallPlan, CallProgress, Target, Transport, simulate_call};
 
@@ -155,6 +155,14 @@ async fn simulated_calls_of_every_kind_complete_and_are_persisted() {
         "the crashed call's actor was restarted: {:?}",
         chaos_call.outcome.restarts
     );
+
+    // The server timed its own part of those turns; the generator reads it from /api/v1/stats
+    // (process-wide: the other tests' servers count in it too).
+    let own = server_side(&target).await;
+    let turns = own.turn.expect("the server reports its part of the turns");
+    assert!(turns.count >= 11, "{turns:?}");
+    assert!(turns.p50 > 0.0 && turns.p50 <= turns.p99, "{turns:?}");
+    assert!(own.first_audio_p99_ms.is_some_and(|ms| ms > 0.0));
 
     let persistence = check_persistence(&target, &mut records).await;
     assert_eq!(persistence.calls_checked, 6);
