@@ -167,9 +167,8 @@ impl Stats {
 
     /// The server's `{count, p50, p95, p99, max}` (`/api/v1/stats`); `None` when it counted nothing.
     pub fn from_server(v: &Value) -> Option<Stats> {
-        let count = v.get("count")?.as_u64()?;
+        let count = v.get("count")?.as_u64().filter(|&n| n > 0)?;
         let f = |k: &str| v.get(k)?.as_f64();
-        (count > 0).then_some(())?;
         Some(Stats {
             count: count as usize,
             p50: f("p50")?,
