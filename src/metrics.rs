@@ -26,9 +26,9 @@ pub enum Tracked {
     /// the first greeting frame handed to the socket.
     TimeToFirstAudio,
     /// `switchboard_turn_first_audio_seconds`, recorded by the call's turn clock: the caller's
-    /// final transcript handed to the call → the agent's first audio (or text) of the reply on
-    /// the socket. The speech-to-text provider's own delay is not in it; everything the server
-    /// adds is.
+    /// final transcript sent to the call → the socket writer reaching the reply's first audio
+    /// (or text), everything before it flushed. The speech-to-text provider's own delay is not
+    /// in it; the server's work and its round trips to the LLM and TTS are.
     TurnFirstAudio,
 }
 

@@ -15,8 +15,13 @@ use crate::runtime::Services;
 use crate::{crm::CrmMsg, llm::LlmMsg, names::NamesMsg};
 
 pub enum CallMsg {
-    /// An event from the journal; `id` orders it and lets a restarted actor skip what it applied.
-    Event { id: u64, event: Event },
+    /// An event from the journal; `id` orders it and lets a restarted actor skip what it applied;
+    /// `at` is when it was sent (a final transcript starts the turn's clock from then).
+    Event {
+        id: u64,
+        event: Event,
+        at: std::time::Instant,
+    },
     /// Chaos: fail for real (only reachable when chaos is enabled).
     Crash { reason: String },
 }
@@ -83,13 +88,20 @@ fn on_message(
             tracing::warn!(%reason, "chaos: call actor failing on purpose");
             return Err(format!("chaos crash requested: {reason}").into());
         }
-        CallMsg::Event { id, event } => {
+        CallMsg::Event { id, event, at } => {
             if id <= st.machine.applied_event_id() {
                 return Ok(()); // replayed, already applied before the snapshot
             }
             let now = st.services.clock.now_ms();
-            if let Event::LlmToken { turn, .. } = &event {
-                st.handle.turns.first_token(*turn);
+            match &event {
+                // In journal order, so the previous turn's queued tokens and speech cannot bind
+                // the new clock; from the moment the edge sent it, so the journal and the mailbox
+                // are in the measured time.
+                Event::CallerUtterance { is_final: true, .. } => {
+                    st.handle.turns.caller_finished_at(at)
+                }
+                Event::LlmToken { turn, .. } => st.handle.turns.first_token(*turn),
+                _ => {}
             }
             let effects = st.machine.handle(now, event);
             st.machine.set_applied_event_id(id);

@@ -114,10 +114,11 @@ impl TurnClock {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The caller finished an utterance: the next agent turn is measured from now.
-    pub fn caller_finished(&self) {
+    /// The caller finished an utterance (its final transcript was sent to the call at `at`): the
+    /// next agent turn is measured from then.
+    pub fn caller_finished_at(&self, at: std::time::Instant) {
         let mut c = self.lock();
-        c.speech_end = Some(std::time::Instant::now());
+        c.speech_end = Some(at);
         c.turn = None;
         c.first_token = None;
         c.first_tts = None;
@@ -211,7 +212,8 @@ pub enum SendError {
 
 struct Inbox {
     next_id: u64,
-    journal: VecDeque<(u64, Event)>,
+    /// Events not yet applied, with when each was sent.
+    journal: VecDeque<(u64, Event, std::time::Instant)>,
     actor: Option<ActorRef<CallMsg>>,
 }
 
@@ -294,15 +296,9 @@ impl CallHandle {
         if self.ended.load(Ordering::Acquire) {
             return Err(SendError::Ended(self.sid.clone()));
         }
-        if let Event::CallerUtterance { is_final: true, .. } = &event {
-            // The turn's clock starts when the edge hands over the final transcript, so the
-            // journal and the actor's mailbox are in the measured time (and a replay after a
-            // restart does not restart it).
-            self.turns.caller_finished();
-        }
         let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
         let applied = self.applied.load(Ordering::Acquire);
-        while inbox.journal.front().is_some_and(|(id, _)| *id <= applied) {
+        while inbox.journal.front().is_some_and(|(id, ..)| *id <= applied) {
             inbox.journal.pop_front();
         }
         if inbox.journal.len() >= JOURNAL_LIMIT {
@@ -310,10 +306,11 @@ impl CallHandle {
         }
         inbox.next_id += 1;
         let id = inbox.next_id;
-        inbox.journal.push_back((id, event.clone()));
+        let at = std::time::Instant::now();
+        inbox.journal.push_back((id, event.clone(), at));
         if let Some(actor) = &inbox.actor {
             // A failed cast means the actor just died: the event stays journaled for its successor.
-            let _ = actor.cast(CallMsg::Event { id, event });
+            let _ = actor.cast(CallMsg::Event { id, event, at });
         }
         Ok(())
     }
@@ -322,10 +319,11 @@ impl CallHandle {
     pub fn attach(&self, actor: ActorRef<CallMsg>) {
         let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
         let applied = self.applied.load(Ordering::Acquire);
-        for (id, event) in inbox.journal.iter().filter(|(id, _)| *id > applied) {
+        for (id, event, at) in inbox.journal.iter().filter(|(id, ..)| *id > applied) {
             let _ = actor.cast(CallMsg::Event {
                 id: *id,
                 event: event.clone(),
+                at: *at,
             });
         }
         inbox.actor = Some(actor);
@@ -367,7 +365,7 @@ impl CallHandle {
             .unwrap_or_else(|p| p.into_inner())
             .journal
             .iter()
-            .filter(|(id, _)| *id > applied)
+            .filter(|(id, ..)| *id > applied)
             .count()
     }
 

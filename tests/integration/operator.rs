@@ -476,7 +476,7 @@ async fn stats_count_what_the_calls_did() {
     assert_eq!(live["restarts"]["total"], 1);
     assert!(live["prefetch"]["lookups"].as_u64().unwrap() >= 2);
     assert!(live["time_to_first_audio_ms"]["count"].is_u64());
-    // The turn just answered (stamped by the socket writer right after it flushed the reply).
+    // The turn just answered (stamped by the socket writer when it reached the reply).
     let mut turns = live["turn_first_audio_ms"].clone();
     for _ in 0..100 {
         if turns["count"].as_u64().unwrap_or(0) > turns_before {
