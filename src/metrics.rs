@@ -272,3 +272,33 @@ fn render_prefetch_histogram(out: &mut String, runtime: &switchboard_actors::Run
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracked_histograms_also_land_in_their_hdr_histogram_and_others_do_not() {
+        let tee = Tee {
+            prometheus: PrometheusBuilder::new().build_recorder(),
+        };
+        // Values no other test records: the HDR histograms are process-wide.
+        metrics::with_local_recorder(&tee, || {
+            metrics::histogram!(Tracked::TurnFirstAudio.metric_name(), "transport" => "relay")
+                .record(477.0);
+            metrics::histogram!("switchboard_turn_first_token_seconds", "transport" => "relay")
+                .record(555.0);
+        });
+        let turn = Tracked::TurnFirstAudio.percentiles();
+        assert!(turn.count >= 1);
+        let max = turn.max.expect("recorded");
+        assert!((max - 477_000.0).abs() < 477.0, "{turn:?}"); // 3 significant digits
+        for tracked in Tracked::ALL {
+            let max = tracked.percentiles().max.unwrap_or(0.0);
+            assert!(
+                max < 500_000.0,
+                "{tracked:?} got an untracked value: {max} ms"
+            );
+        }
+    }
+}
