@@ -317,8 +317,10 @@ async fn writer(
                         // Server-side time to first greeting audio: `start` parsed → first
                         // media frame handed to the socket.
                         if let Some(t0) = started_at.get() {
-                            metrics::histogram!("switchboard_time_to_first_audio_seconds")
-                                .record(t0.elapsed().as_secs_f64());
+                            metrics::histogram!(
+                                crate::metrics::Tracked::TimeToFirstAudio.metric_name()
+                            )
+                            .record(t0.elapsed().as_secs_f64());
                         }
                     }
                 }
