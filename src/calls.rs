@@ -25,6 +25,8 @@ use switchboard_actors::cache::SharedContextCache;
 /// The running call runtime and what it was built from.
 pub struct CallService {
     pub runtime: Runtime,
+    /// Where the call actors, the shared actors and the socket writers run.
+    pub threads: CallThreads,
     pub db: DbCell,
     pub region: Region,
     /// The local provider stand-ins, when no provider URL is configured.
@@ -43,6 +45,62 @@ pub enum CallServiceError {
     Providers(String),
     #[error("{0}")]
     Runtime(String),
+    #[error("cannot start the calls' threads: {0}")]
+    Threads(std::io::Error),
+}
+
+/// The live calls' own tokio runtime (`server.call_threads` workers), or the server's when that
+/// is 0.
+///
+/// The server's workers read every caller's audio: 50 frames a second per call, and at a
+/// thousand calls that queue is long whenever the machine is busy. A reply's path — the final
+/// transcript reaching the call actor, the LLM and TTS streams, the socket writer — is a few
+/// messages per turn; on threads of its own it does not wait behind those reads, and a thread
+/// that is mostly idle is scheduled promptly when it wakes.
+pub struct CallThreads {
+    /// Owned only when the calls have threads of their own; shut down (without waiting) on drop.
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl CallThreads {
+    /// `threads` workers named `switchboard-calls`; 0 = the current runtime. Must be called
+    /// inside a tokio runtime.
+    pub fn new(threads: usize) -> std::io::Result<Self> {
+        if threads == 0 {
+            return Ok(Self {
+                runtime: None,
+                handle: tokio::runtime::Handle::current(),
+            });
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("switchboard-calls")
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Run `task` on the calls' runtime.
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle.spawn(task)
+    }
+}
+
+impl Drop for CallThreads {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            // Dropping a runtime blocks, which is not allowed inside another one.
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// The runtime limits and agent lines that follow from the configuration.
@@ -200,11 +258,21 @@ pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
     };
     let runtime_config = runtime_config(config);
     let shared_cache = shared_context_cache(config, runtime_config.shared_cache_timeout);
-    let runtime = Runtime::start_with_shared_cache(runtime_config, ports, shared_cache)
+    let threads =
+        CallThreads::new(config.server.call_threads).map_err(CallServiceError::Threads)?;
+    // Spawned from the calls' runtime, the actors and every task they start run there.
+    let runtime = threads
+        .spawn(Runtime::start_with_shared_cache(
+            runtime_config,
+            ports,
+            shared_cache,
+        ))
         .await
+        .map_err(|e| CallServiceError::Runtime(e.to_string()))?
         .map_err(|e| CallServiceError::Runtime(e.to_string()))?;
     Ok(CallService {
         runtime,
+        threads,
         db,
         region,
         standins,

@@ -41,6 +41,7 @@ const URL_KEYS: &[&str] = &[
 
 /// Inclusive ranges of the numeric keys.
 const RANGES: &[(&str, i64, i64)] = &[
+    ("server.call_threads", 0, 64),
     ("database.max_connections", 1, 1000),
     ("database.connect_timeout_ms", 100, 600_000),
     ("prefetch.timeout_ms", 1, 60_000),
@@ -56,6 +57,7 @@ const RANGES: &[(&str, i64, i64)] = &[
     ("llm.first_token_timeout_ms", 100, 120_000),
     ("llm.timeout_ms", 1_000, 600_000),
     ("tts.timeout_ms", 100, 120_000),
+    ("twilio.media_message_ms", 20, 1_000),
     ("stt.endpointing_ms", 10, 10_000),
     ("stt.utterance_end_ms", 1_000, 10_000),
     ("conversation.filler_after_ms", 0, 60_000),
@@ -105,6 +107,8 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Base URL Twilio reaches this server at, without a trailing slash requirement.
     pub public_url: String,
+    /// Worker threads of the calls' own runtime; 0 = the calls share the server's runtime.
+    pub call_threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -171,6 +175,8 @@ pub struct TwilioConfig {
     pub relay_voice: String,
     /// Two-letter region for caller ids without a country code.
     pub default_region: String,
+    /// Most agent audio in one outbound `media` message, in ms (a multiple of 20).
+    pub media_message_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -698,6 +704,16 @@ impl Layers {
             return Err(self.invalid(
                 "twilio.default_region",
                 "a two-letter region code such as \"US\"",
+            ));
+        }
+        if let Some(ms) = self
+            .get("twilio.media_message_ms")
+            .and_then(toml::Value::as_integer)
+            && ms % 20 != 0
+        {
+            return Err(self.invalid(
+                "twilio.media_message_ms",
+                "a multiple of 20 (whole 20 ms frames)",
             ));
         }
         let otlp = self.str_of("log.otlp_endpoint");

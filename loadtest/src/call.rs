@@ -373,6 +373,8 @@ pub struct CallOutcome {
     pub frames_sent: u64,
     /// Caller frames sent more than 10 ms after their 20 ms slot (the load generator fell behind).
     pub late_frames: u64,
+    /// Agent audio received, in 20 ms frames (media; the server may send several per message),
+    /// or relay text messages.
     pub audio_frames_received: u64,
     pub marks_echoed: u64,
     pub clears_received: u64,

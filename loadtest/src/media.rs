@@ -150,7 +150,8 @@ pub(crate) async fn run(
                 };
                 match media::parse_outbound(&text) {
                     Ok(OutboundFrame::Media { payload, .. }) => {
-                        out.audio_frames_received += 1;
+                        // Counted in 20 ms frames, however many the server put in one message.
+                        out.audio_frames_received += payload.len().div_ceil(FRAME).max(1) as u64;
                         if out.first_audio.is_none() {
                             out.first_audio = Some(now - started);
                             out.first_audio_at = Some(now);

@@ -1,7 +1,8 @@
 //! `GET /twilio/media`: the Media Streams WebSocket (PROTOCOLS.md §3). The reader turns frames
 //! into call events (the caller's number comes from `start.customParameters.From`, the call sid
-//! from `start.callSid`); the writer turns the call's outbound queue into `media` (20 ms frames,
-//! 160 bytes of mu-law each, the last one padded with silence), `mark` and `clear` messages.
+//! from `start.callSid`); the writer turns the call's outbound queue into `media` (whole 20 ms
+//! frames of mu-law, up to `twilio.media_message_ms` per message, the last frame padded with
+//! silence), `mark` and `clear` messages.
 //!
 //! The caller's audio goes to the call's speech-to-text session (Deepgram's live API, or its
 //! local stand-in), opened at `start` and owned by this socket, not by the call actor, so a
@@ -58,13 +59,14 @@ async fn session(app: AppState, fut: UpgradeFut) {
     let (out_tx, out_rx) = mpsc::channel(socket::OUTBOUND_QUEUE);
     let stream_sid: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
     let started_at: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
-    let writer = tokio::spawn(
+    let writer = app.calls().threads.spawn(
         writer(
             write,
             out_rx,
             control_rx,
             stream_sid.clone(),
             started_at.clone(),
+            message_frames(&app),
         )
         .in_current_span(),
     );
@@ -124,7 +126,7 @@ async fn session(app: AppState, fut: UpgradeFut) {
                     Ok(handle) => {
                         let session = app.calls().stt.open(&start.call_sid);
                         stt_audio = Some(session.audio);
-                        stt_task = Some(tokio::spawn(
+                        stt_task = Some(app.calls().threads.spawn(
                             transcripts(session.events, Arc::downgrade(&handle)).in_current_span(),
                         ));
                         call = Some(handle);
@@ -281,29 +283,43 @@ async fn transcripts(mut events: mpsc::Receiver<SttEvent>, call: std::sync::Weak
     }
 }
 
+/// Whole 20 ms frames per outbound `media` message (`twilio.media_message_ms`).
+fn message_frames(app: &AppState) -> usize {
+    usize::try_from(app.config().twilio.media_message_ms / 20).unwrap_or(1)
+}
+
 async fn writer(
     mut ws: WsWrite,
     mut out: mpsc::Receiver<Outbound>,
     mut control: mpsc::Receiver<fastwebsockets::Frame<'static>>,
     stream_sid: Arc<OnceLock<String>>,
     started_at: Arc<OnceLock<Instant>>,
+    message_frames: usize,
 ) {
+    let message_bytes = message_frames.max(1) * FRAME_BYTES;
     let mut buf = String::with_capacity(512);
+    let mut tail = Vec::new();
     let mut first_audio_sent = false;
-    let mut frame = [0xFFu8; FRAME_BYTES];
     while let Some(msg) = socket::next_outbound(&mut ws, &mut out, &mut control).await {
         let sid = stream_sid.get().map_or("", String::as_str);
         let ok = match msg {
             Outbound::Audio(audio) => {
                 let mut ok = true;
-                // The whole clip goes into the socket's buffer and leaves in a few writes (see the
-                // flush below); the call's very first frame is flushed on its own, so the
-                // greeting starts at once.
-                for chunk in audio.chunks(FRAME_BYTES) {
-                    frame[..chunk.len()].copy_from_slice(chunk);
-                    frame[chunk.len()..].fill(0xFF);
+                // Up to `message_bytes` of audio per message, whole frames (the last one padded
+                // with silence). The clip goes into the socket's buffer and leaves in a few
+                // writes (see the flush below); the call's first message is flushed on its own,
+                // so the greeting starts at once.
+                for chunk in audio.chunks(message_bytes) {
                     buf.clear();
-                    media::write_media(&mut buf, sid, &frame);
+                    let padding = chunk.len().next_multiple_of(FRAME_BYTES) - chunk.len();
+                    if padding == 0 {
+                        media::write_media(&mut buf, sid, chunk);
+                    } else {
+                        tail.clear();
+                        tail.extend_from_slice(chunk);
+                        tail.resize(chunk.len() + padding, 0xFF);
+                        media::write_media(&mut buf, sid, &tail);
+                    }
                     if !socket::queue_text(&mut ws, &buf).await {
                         ok = false;
                         break;
@@ -315,7 +331,7 @@ async fn writer(
                             break;
                         }
                         // Server-side time to first greeting audio: `start` parsed → first
-                        // media frame handed to the socket.
+                        // media message handed to the socket.
                         if let Some(t0) = started_at.get() {
                             metrics::histogram!(
                                 crate::metrics::Tracked::TimeToFirstAudio.metric_name()

@@ -44,7 +44,10 @@ async fn session(app: AppState, fut: UpgradeFut) {
     };
     let (control_tx, control_rx) = mpsc::channel(8);
     let (out_tx, out_rx) = mpsc::channel(socket::OUTBOUND_QUEUE);
-    let writer = tokio::spawn(writer(write, out_rx, control_rx).in_current_span());
+    let writer = app
+        .calls()
+        .threads
+        .spawn(writer(write, out_rx, control_rx).in_current_span());
     let mut call: Option<Arc<CallHandle>> = None;
     loop {
         let text = match socket::next(&mut read, &control_tx).await {

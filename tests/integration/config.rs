@@ -55,6 +55,24 @@ fn range_errors_name_key_value_and_range() {
 }
 
 #[test]
+fn outbound_media_messages_hold_whole_frames() {
+    let config = Config::load_from(None, [("SWITCHBOARD__TWILIO__MEDIA_MESSAGE_MS", "1000")])
+        .expect("one second per message is allowed");
+    assert_eq!(config.twilio.media_message_ms, 1000);
+    let err = Config::load_from(None, [("SWITCHBOARD__TWILIO__MEDIA_MESSAGE_MS", "30")])
+        .expect_err("30 ms is not whole 20 ms frames")
+        .to_string();
+    assert!(
+        err.starts_with("twilio.media_message_ms must be a multiple of 20"),
+        "{err}"
+    );
+    let err = Config::load_from(None, [("SWITCHBOARD__TWILIO__MEDIA_MESSAGE_MS", "2000")])
+        .expect_err("past the one second Twilio is known to play")
+        .to_string();
+    assert!(err.contains("between 20 and 1000"), "{err}");
+}
+
+#[test]
 fn enum_and_type_errors_are_precise() {
     let err = Config::load_from(None, [("SWITCHBOARD__LOG__FORMAT", "xml")])
         .expect_err("xml is not a format")

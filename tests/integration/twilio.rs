@@ -333,24 +333,29 @@ async fn a_media_stream_call_from_connected_to_stop() {
     ws.send(Message::Text(start_frame("CAmedia1", KNOWN).into()))
         .await
         .unwrap();
-    // The greeting streams as 160-byte mu-law frames, then a mark.
-    let first = read_until(&mut ws, false, "CAmedia1", |f| {
-        matches!(f, OutboundFrame::Media { .. })
+    // The greeting streams as mu-law in messages of up to 200 ms (`twilio.media_message_ms`),
+    // whole 160-byte frames each, then a mark.
+    let mut sizes = Vec::new();
+    read_until(&mut ws, true, "CAmedia1", |f| match f {
+        OutboundFrame::Media {
+            stream_sid,
+            payload,
+        } => {
+            assert_eq!(stream_sid, "MZCAmedia1");
+            sizes.push(payload.len());
+            false
+        }
+        OutboundFrame::Mark { .. } => true,
+        OutboundFrame::Clear { .. } => false,
     })
     .await;
-    let OutboundFrame::Media {
-        stream_sid,
-        payload,
-    } = first
-    else {
-        unreachable!()
-    };
-    assert_eq!(stream_sid, "MZCAmedia1");
-    assert_eq!(payload.len(), 160);
-    read_until(&mut ws, true, "CAmedia1", |f| {
-        matches!(f, OutboundFrame::Mark { .. })
-    })
-    .await;
+    let (last, full) = sizes.split_last().expect("greeting audio before its mark");
+    assert!(
+        !full.is_empty(),
+        "a greeting longer than one message: {sizes:?}"
+    );
+    assert!(full.iter().all(|&n| n == 1600), "{sizes:?}");
+    assert!(*last > 0 && *last <= 1600 && last % 160 == 0, "{sizes:?}");
     let call = wait_state(&app, "CAmedia1", "enriched").await;
     assert_eq!(
         call["customer_name"], "Ana Souza",
@@ -411,13 +416,22 @@ async fn a_media_stream_call_from_connected_to_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn barge_in_sends_clear_and_keeps_only_what_was_heard() {
-    let (app, _dir) = app(|_| {}).await;
+    // The other settings than the defaults: the calls share the server's runtime, and every
+    // 20 ms frame leaves in a message of its own.
+    let (app, _dir) = app(|c| {
+        c.server.call_threads = 0;
+        c.twilio.media_message_ms = 20;
+    })
+    .await;
     let mut ws = ws_connect(&app, "/twilio/media", None).await.unwrap();
     ws.send(Message::Text(start_frame("CAbarge", "+15550100999").into()))
         .await
         .unwrap();
     // Unknown caller: greeting, then "May I have your name?" — play the greeting only.
     read_until(&mut ws, true, "CAbarge", |f| {
+        if let OutboundFrame::Media { payload, .. } = f {
+            assert_eq!(payload.len(), 160, "one frame per message");
+        }
         matches!(f, OutboundFrame::Mark { .. })
     })
     .await;
