@@ -236,8 +236,23 @@ pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
         utterance_end_ms: config.stt.utterance_end_ms as u32,
         ..DeepgramConfig::default()
     }));
-    let greeting_audio = greeting_audio(config, speech.as_ref()).await?;
-    let fallback_audio = fallback_audio(config, speech.as_ref()).await;
+    let threads =
+        CallThreads::new(config.server.call_threads).map_err(CallServiceError::Threads)?;
+    // Rendered from the calls' runtime: a provider connection opened now (an HTTP/2 one is
+    // shared by every later request to that host) is then driven there too.
+    let (greeting_audio, fallback_audio) = {
+        let (config, speech) = (config.clone(), speech.clone());
+        threads
+            .spawn(async move {
+                (
+                    greeting_audio(&config, speech.as_ref()).await,
+                    fallback_audio(&config, speech.as_ref()).await,
+                )
+            })
+            .await
+            .map_err(|e| CallServiceError::Runtime(e.to_string()))?
+    };
+    let greeting_audio = greeting_audio?;
     let relay = config.twilio.mode == TwilioMode::Relay;
     let ports = Ports {
         crm: store.clone(),
@@ -258,8 +273,6 @@ pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
     };
     let runtime_config = runtime_config(config);
     let shared_cache = shared_context_cache(config, runtime_config.shared_cache_timeout);
-    let threads =
-        CallThreads::new(config.server.call_threads).map_err(CallServiceError::Threads)?;
     // Spawned from the calls' runtime, the actors and every task they start run there.
     let runtime = threads
         .spawn(Runtime::start_with_shared_cache(

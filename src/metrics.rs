@@ -23,7 +23,8 @@ use crate::http::AppState;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tracked {
     /// `switchboard_time_to_first_audio_seconds`, recorded by the media edge: `start` parsed →
-    /// the first greeting frame handed to the socket.
+    /// the first greeting message (up to `twilio.media_message_ms` of audio) flushed to the
+    /// socket.
     TimeToFirstAudio,
     /// `switchboard_turn_first_audio_seconds`, recorded by the call's turn clock: the caller's
     /// final transcript sent to the call → the socket writer reaching the reply's first audio
