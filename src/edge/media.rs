@@ -24,6 +24,7 @@ use fastwebsockets::upgrade::{IncomingUpgrade, UpgradeFut};
 use switchboard_actors::machine::Event;
 use switchboard_actors::ports::SttEvent;
 use switchboard_actors::{CallHandle, CallSid, CallStart, Outbound, Transport};
+use switchboard_twilio::audio::MULAW_SILENCE;
 use switchboard_twilio::media::{self, FRAME_BYTES, InboundFrame};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -66,7 +67,7 @@ async fn session(app: AppState, fut: UpgradeFut) {
             control_rx,
             stream_sid.clone(),
             started_at.clone(),
-            message_frames(&app),
+            message_bytes(&app),
         )
         .in_current_span(),
     );
@@ -283,9 +284,10 @@ async fn transcripts(mut events: mpsc::Receiver<SttEvent>, call: std::sync::Weak
     }
 }
 
-/// Whole 20 ms frames per outbound `media` message (`twilio.media_message_ms`).
-fn message_frames(app: &AppState) -> usize {
-    usize::try_from(app.config().twilio.media_message_ms / 20).unwrap_or(1)
+/// Most audio per outbound `media` message (`twilio.media_message_ms`, a multiple of 20 in a
+/// loaded configuration): whole 160-byte frames.
+fn message_bytes(app: &AppState) -> usize {
+    (app.config().twilio.media_message_ms / 20) as usize * FRAME_BYTES
 }
 
 async fn writer(
@@ -294,9 +296,8 @@ async fn writer(
     mut control: mpsc::Receiver<fastwebsockets::Frame<'static>>,
     stream_sid: Arc<OnceLock<String>>,
     started_at: Arc<OnceLock<Instant>>,
-    message_frames: usize,
+    message_bytes: usize,
 ) {
-    let message_bytes = message_frames.max(1) * FRAME_BYTES;
     let mut buf = String::with_capacity(512);
     let mut tail = Vec::new();
     let mut first_audio_sent = false;
@@ -317,7 +318,7 @@ async fn writer(
                     } else {
                         tail.clear();
                         tail.extend_from_slice(chunk);
-                        tail.resize(chunk.len() + padding, 0xFF);
+                        tail.resize(chunk.len() + padding, MULAW_SILENCE);
                         media::write_media(&mut buf, sid, &tail);
                     }
                     if !socket::queue_text(&mut ws, &buf).await {
