@@ -60,6 +60,7 @@ const RANGES: &[(&str, i64, i64)] = &[
     ("twilio.media_message_ms", 20, 1_000),
     ("stt.endpointing_ms", 10, 10_000),
     ("stt.utterance_end_ms", 1_000, 10_000),
+    ("stt.audio_message_ms", 20, 250),
     ("conversation.filler_after_ms", 0, 60_000),
     ("conversation.max_fillers", 0, 10),
     ("conversation.max_tool_rounds", 0, 10),
@@ -69,6 +70,9 @@ const RANGES: &[(&str, i64, i64)] = &[
     ("operator.sse_heartbeat_ms", 10, 600_000),
     ("operator.sse_client_queue", 1, 1_000_000),
 ];
+
+/// Keys (within `RANGES`) counted in whole 20 ms audio frames: a multiple of 20.
+const WHOLE_FRAMES: &[&str] = &["twilio.media_message_ms", "stt.audio_message_ms"];
 
 /// Keys that take one of a fixed set of values.
 const CHOICES: &[(&str, &[&str])] = &[
@@ -225,6 +229,8 @@ pub struct SttConfig {
     pub language: String,
     pub endpointing_ms: u64,
     pub utterance_end_ms: u64,
+    /// Most caller audio in one message to the recognizer, in ms (a multiple of 20).
+    pub audio_message_ms: u64,
 }
 
 /// How the agent converses: tools, the context window, fillers, silence.
@@ -706,15 +712,12 @@ impl Layers {
                 "a two-letter region code such as \"US\"",
             ));
         }
-        if let Some(ms) = self
-            .get("twilio.media_message_ms")
-            .and_then(toml::Value::as_integer)
-            && ms % 20 != 0
-        {
-            return Err(self.invalid(
-                "twilio.media_message_ms",
-                "a multiple of 20 (whole 20 ms frames)",
-            ));
+        for key in WHOLE_FRAMES {
+            if let Some(ms) = self.get(key).and_then(toml::Value::as_integer)
+                && ms % 20 != 0
+            {
+                return Err(self.invalid(key, "a multiple of 20 (whole 20 ms frames)"));
+            }
         }
         let otlp = self.str_of("log.otlp_endpoint");
         if !otlp.is_empty() && !has_scheme(otlp, &["http://", "https://"]) {

@@ -74,7 +74,8 @@ async fn session(app: AppState, fut: UpgradeFut) {
     let mut call: Option<Arc<CallHandle>> = None;
     let mut stt_audio: Option<mpsc::Sender<Vec<u8>>> = None;
     let mut vad = Vad::default();
-    let mut stt_batch = SttBatch::new(app.config().stt.endpointing_ms);
+    let stt_config = &app.config().stt;
+    let mut stt_batch = SttBatch::new(stt_config.endpointing_ms, stt_config.audio_message_ms);
     let mut stt_task: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let text = match socket::next(&mut read, &control_tx).await {
@@ -202,8 +203,6 @@ async fn session(app: AppState, fut: UpgradeFut) {
 /// After a hang-up, how long the recognizer may take to deliver its last transcripts.
 const STT_DRAIN: std::time::Duration = std::time::Duration::from_millis(1500);
 
-/// Audio held back for the recognizer at most: 100 ms, of speech or of long silence.
-const STT_BATCH_BYTES: usize = 5 * FRAME_BYTES;
 /// Quiet audio that goes to the recognizer frame by frame after speech: its endpointing
 /// window (`stt.endpointing_ms`) and this much more, for a recognizer that decides a little
 /// behind the audio.
@@ -212,21 +211,25 @@ const STT_ENDPOINT_MARGIN_MS: u64 = 200;
 /// What goes to the speech-to-text session, and when. The result a turn waits for comes after
 /// the caller stops: the recognizer's endpointing counts quiet audio. So quiet frames after
 /// speech go at once (the first one with any speech held before it) until the endpointing
-/// window and a margin are past; voiced frames go in 100 ms messages (barge-in never waits for
-/// them: the edge's own detector gives it), and so does longer silence, which is most of a
-/// call. About a quarter of the socket writes of one message per frame, and no turn waits
-/// longer for its transcript. (Deepgram's `UtteranceEnd`, a fallback for lines too noisy for
-/// endpointing, can come up to 80 ms later.)
+/// window and a margin are past; voiced frames go in messages of `stt.audio_message_ms`
+/// (200 ms; barge-in never waits for them: the edge's own detector gives it), and so does
+/// longer silence, which is most of a call. About a fifth of the socket writes of one message
+/// per frame, and no turn waits longer for its transcript. (Deepgram's `UtteranceEnd`, a
+/// fallback for lines too noisy for endpointing, can come up to `audio_message_ms` later.)
 struct SttBatch {
     pending: Vec<u8>,
+    /// Audio held back at most, in bytes (whole frames).
+    batch_bytes: usize,
     /// Quiet frames in a row sent one by one.
     at_once_frames: u32,
 }
 
 impl SttBatch {
-    fn new(endpointing_ms: u64) -> Self {
+    /// `message_ms` is a multiple of 20 in a loaded configuration.
+    fn new(endpointing_ms: u64, message_ms: u64) -> Self {
         SttBatch {
             pending: Vec::new(),
+            batch_bytes: (message_ms / 20) as usize * FRAME_BYTES,
             at_once_frames: (endpointing_ms + STT_ENDPOINT_MARGIN_MS).div_ceil(20) as u32,
         }
     }
@@ -238,10 +241,10 @@ impl SttBatch {
             return Some(frame);
         }
         if self.pending.capacity() == 0 {
-            self.pending.reserve_exact(STT_BATCH_BYTES);
+            self.pending.reserve_exact(self.batch_bytes);
         }
         self.pending.extend_from_slice(&frame);
-        (at_once || self.pending.len() >= STT_BATCH_BYTES)
+        (at_once || self.pending.len() >= self.batch_bytes)
             .then(|| std::mem::take(&mut self.pending))
     }
 
@@ -380,7 +383,7 @@ mod tests {
     #[test]
     fn quiet_after_speech_goes_at_once_and_speech_and_long_silence_in_batches() {
         // Endpointing 300 ms: 300 + 200 ms of quiet go frame by frame.
-        let mut batch = SttBatch::new(300);
+        let mut batch = SttBatch::new(300, 100);
         let window = 25;
         let frame = |b: u8| vec![b; FRAME_BYTES];
         // Quiet within the window (the recognizer's endpointing counts this audio): every frame
@@ -420,10 +423,28 @@ mod tests {
     }
 
     #[test]
-    fn the_frame_by_frame_window_follows_the_configured_endpointing() {
-        let mut batch = SttBatch::new(1000);
+    fn the_window_and_the_message_size_follow_the_configuration() {
+        let mut batch = SttBatch::new(1000, 200);
         // 1,000 + 200 ms = 60 frames.
         assert!(batch.push(vec![0xFF; FRAME_BYTES], 60).is_some());
-        assert!(batch.push(vec![0xFF; FRAME_BYTES], 61).is_none());
+        // Past it, 200 ms messages: the tenth frame sends all ten.
+        for i in 61..70 {
+            assert!(
+                batch.push(vec![0xFF; FRAME_BYTES], i).is_none(),
+                "frame {i}"
+            );
+        }
+        let message = batch
+            .push(vec![0xFF; FRAME_BYTES], 70)
+            .expect("200 ms together");
+        assert_eq!(message.len(), 10 * FRAME_BYTES);
+        // Speech too.
+        for _ in 0..9 {
+            assert!(batch.push(vec![0x10; FRAME_BYTES], 0).is_none());
+        }
+        assert_eq!(
+            batch.push(vec![0x10; FRAME_BYTES], 0).map(|m| m.len()),
+            Some(1600)
+        );
     }
 }

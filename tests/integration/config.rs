@@ -73,6 +73,23 @@ fn outbound_media_messages_hold_whole_frames() {
 }
 
 #[test]
+fn recognizer_messages_hold_whole_frames_within_deepgrams_advice() {
+    let config = Config::load_from(None, Vec::<(String, String)>::new()).expect("defaults load");
+    assert_eq!(config.stt.audio_message_ms, 200);
+    let err = Config::load_from(None, [("SWITCHBOARD__STT__AUDIO_MESSAGE_MS", "110")])
+        .expect_err("110 ms is not whole 20 ms frames")
+        .to_string();
+    assert!(
+        err.starts_with("stt.audio_message_ms must be a multiple of 20"),
+        "{err}"
+    );
+    let err = Config::load_from(None, [("SWITCHBOARD__STT__AUDIO_MESSAGE_MS", "500")])
+        .expect_err("past the 250 ms Deepgram recommends")
+        .to_string();
+    assert!(err.contains("between 20 and 250"), "{err}");
+}
+
+#[test]
 fn enum_and_type_errors_are_precise() {
     let err = Config::load_from(None, [("SWITCHBOARD__LOG__FORMAT", "xml")])
         .expect_err("xml is not a format")
