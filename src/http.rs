@@ -342,18 +342,7 @@ impl Server {
             state.runtime().calls.clone(),
             state.call_totals().clone(),
         ));
-        let app = router(state.clone());
-        // Small WebSocket frames (marks, text tokens, 20 ms of audio) must leave at once: with
-        // Nagle's algorithm a frame can wait ~40 ms for the peer's delayed ACK.
-        let listener =
-            axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::debug!(%error, "cannot set TCP_NODELAY");
-                }
-            });
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        serve_http1(listener, router(state.clone()), shutdown).await;
         connector.abort();
         observer.abort();
         // Every conversation row still buffered is written before the database closes.
@@ -367,8 +356,87 @@ impl Server {
         tracing::info!("stopped");
         // Spans still batched for the OpenTelemetry collector leave now (a blocking export).
         let _ = tokio::task::spawn_blocking(crate::telemetry::flush).await;
-        result.map_err(ServeError::from)
+        Ok(())
     }
+}
+
+/// Accepts connections and serves `app` on each over HTTP/1.1 (with upgrades) until `shutdown`
+/// completes; then stops accepting, lets every connection finish the request it is on, and
+/// returns once they have closed. Upgraded sockets (the Twilio WebSockets) are no longer HTTP
+/// connections and are not waited for: their calls end on their own.
+///
+/// hyper's own HTTP/1 builder instead of `axum::serve` (hyper-util's auto builder, which sniffs
+/// for HTTP/2 through a `Rewind` wrapper): an upgraded socket can then be taken back as the
+/// `TcpStream` itself and split without a lock (`edge::socket::connect`). Twilio speaks
+/// HTTP/1.1 for webhooks and WebSocket upgrades alike.
+async fn serve_http1(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    // Connections watch `stop` to begin their graceful shutdown; each holds a `done` receiver
+    // until it has closed.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    let (done_tx, done_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    accept_failed(error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small WebSocket frames (marks, text tokens, 20 ms of audio) must leave at once: with
+        // Nagle's algorithm a frame can wait ~40 ms for the peer's delayed ACK.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop = stop_rx.clone();
+        let done = done_rx.clone();
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = stop.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "HTTP connection ended with an error");
+            }
+            drop(done);
+        });
+    }
+    drop(listener);
+    drop(stop_rx);
+    drop(done_rx);
+    // A connection that has not started its graceful shutdown yet sees the value change.
+    let _ = stop_tx.send(());
+    done_tx.closed().await;
+}
+
+/// An `accept` error: the peer gave up before we took the connection (try the next one at
+/// once), or the process is out of descriptors or memory (wait a little, as `axum::serve`
+/// does, instead of spinning).
+async fn accept_failed(error: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "cannot accept a connection; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Binds and serves until `shutdown` completes.

@@ -5,21 +5,25 @@ use std::future::Future;
 use tracing::Instrument;
 
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use fastwebsockets::upgrade::{IncomingUpgrade, UpgradeFut};
 use fastwebsockets::{
-    FragmentCollectorRead, Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite,
+    FragmentCollectorRead, Frame, OpCode, Payload, Role, WebSocketError, WebSocketWrite,
 };
-use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use switchboard_actors::Outbound;
-use tokio::io::{BufWriter, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, BufWriter, Chain};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
-pub type WsRead = FragmentCollectorRead<ReadHalf<TokioIo<Upgraded>>>;
+/// The read half is the socket's own (`TcpStream::into_split`: no lock shared with the writer),
+/// behind whatever bytes hyper had read past the upgrade request (nearly always none).
+pub type WsRead = FragmentCollectorRead<Chain<std::io::Cursor<Bytes>, OwnedReadHalf>>;
 /// The write half goes through a buffer so that a whole utterance of media frames leaves in a few
 /// TCP writes instead of one per 20 ms frame; every write path below flushes when its message
 /// is complete.
-pub type WsWrite = WebSocketWrite<BufWriter<WriteHalf<TokioIo<Upgraded>>>>;
+pub type WsWrite = WebSocketWrite<BufWriter<OwnedWriteHalf>>;
 
 /// Bytes buffered on the write half before they go to the socket (~23 media frames).
 const WRITE_BUFFER: usize = 8 * 1024;
@@ -64,15 +68,24 @@ where
 }
 
 /// Split a connected socket into a fragment-collecting reader and a writer.
+///
+/// The upgraded connection is taken back as the `TcpStream` that `http::serve_http1` gave hyper,
+/// so reads and writes go straight to the socket: no `Upgraded` trait object, and no lock between
+/// the two halves, which `tokio::io::split` would take on each of the 50 reads a second.
 pub async fn connect(fut: UpgradeFut) -> Result<(WsRead, WsWrite), WebSocketError> {
-    let mut ws = fut.await?;
-    ws.set_max_message_size(MAX_SOCKET_MESSAGE);
-    ws.set_auto_close(true);
-    ws.set_auto_pong(true);
-    let (read, write): (WebSocketRead<_>, WebSocketWrite<_>) = ws.split(|io| {
-        let (read, write) = tokio::io::split(io);
-        (read, BufWriter::with_capacity(WRITE_BUFFER, write))
-    });
+    let upgraded = fut.await?.into_inner().into_inner();
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().map_err(|_| {
+        WebSocketError::IoError(std::io::Error::other(
+            "the upgraded connection is not a plain TCP socket",
+        ))
+    })?;
+    let (read, write) = parts.io.into_inner().into_split();
+    let read = std::io::Cursor::new(parts.read_buf).chain(read);
+    let write = BufWriter::with_capacity(WRITE_BUFFER, write);
+    let (mut read, write) = fastwebsockets::after_handshake_split(read, write, Role::Server);
+    read.set_max_message_size(MAX_SOCKET_MESSAGE);
+    read.set_auto_close(true);
+    read.set_auto_pong(true);
     Ok((FragmentCollectorRead::new(read), write))
 }
 
