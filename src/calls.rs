@@ -92,6 +92,18 @@ impl CallThreads {
     {
         self.handle.spawn(task)
     }
+
+    /// Run `task` on the calls' runtime and wait for its output (start-up work whose
+    /// connections and tasks must live there).
+    async fn run<F>(&self, task: F) -> Result<F::Output, CallServiceError>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn(task)
+            .await
+            .map_err(|e| CallServiceError::Runtime(e.to_string()))
+    }
 }
 
 impl Drop for CallThreads {
@@ -243,14 +255,13 @@ pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
     let (greeting_audio, fallback_audio) = {
         let (config, speech) = (config.clone(), speech.clone());
         threads
-            .spawn(async move {
+            .run(async move {
                 (
                     greeting_audio(&config, speech.as_ref()).await,
                     fallback_audio(&config, speech.as_ref()).await,
                 )
             })
-            .await
-            .map_err(|e| CallServiceError::Runtime(e.to_string()))?
+            .await?
     };
     let greeting_audio = greeting_audio?;
     let relay = config.twilio.mode == TwilioMode::Relay;
@@ -275,13 +286,12 @@ pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
     let shared_cache = shared_context_cache(config, runtime_config.shared_cache_timeout);
     // Spawned from the calls' runtime, the actors and every task they start run there.
     let runtime = threads
-        .spawn(Runtime::start_with_shared_cache(
+        .run(Runtime::start_with_shared_cache(
             runtime_config,
             ports,
             shared_cache,
         ))
-        .await
-        .map_err(|e| CallServiceError::Runtime(e.to_string()))?
+        .await?
         .map_err(|e| CallServiceError::Runtime(e.to_string()))?;
     Ok(CallService {
         runtime,

@@ -225,11 +225,10 @@ struct SttBatch {
 }
 
 impl SttBatch {
-    /// `message_ms` is a multiple of 20 in a loaded configuration.
     fn new(endpointing_ms: u64, message_ms: u64) -> Self {
         SttBatch {
             pending: Vec::new(),
-            batch_bytes: (message_ms / 20) as usize * FRAME_BYTES,
+            batch_bytes: whole_frame_bytes(message_ms),
             at_once_frames: (endpointing_ms + STT_ENDPOINT_MARGIN_MS).div_ceil(20) as u32,
         }
     }
@@ -287,10 +286,15 @@ async fn transcripts(mut events: mpsc::Receiver<SttEvent>, call: std::sync::Weak
     }
 }
 
-/// Most audio per outbound `media` message (`twilio.media_message_ms`, a multiple of 20 in a
-/// loaded configuration): whole 160-byte frames.
+/// Most audio per outbound `media` message (`twilio.media_message_ms`).
 fn message_bytes(app: &AppState) -> usize {
-    (app.config().twilio.media_message_ms / 20) as usize * FRAME_BYTES
+    whole_frame_bytes(app.config().twilio.media_message_ms)
+}
+
+/// Bytes of mu-law in `ms` of audio, a multiple of 20 in a loaded configuration (the message
+/// sizes `twilio.media_message_ms` and `stt.audio_message_ms`): whole 160-byte frames.
+fn whole_frame_bytes(ms: u64) -> usize {
+    (ms / 20) as usize * FRAME_BYTES
 }
 
 async fn writer(
