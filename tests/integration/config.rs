@@ -54,39 +54,55 @@ fn range_errors_name_key_value_and_range() {
     assert!(err.contains("SWITCHBOARD__PREFETCH__TIMEOUT_MS"), "{err}");
 }
 
+/// `key` (set through the environment variable `env`) refuses `not_whole` as not whole 20 ms
+/// frames, and `too_long` with an error naming `range`.
+fn assert_whole_frames_in_range(
+    env: &str,
+    key: &str,
+    not_whole: &str,
+    too_long: &str,
+    range: &str,
+) {
+    let err = Config::load_from(None, [(env, not_whole)])
+        .expect_err("not whole 20 ms frames")
+        .to_string();
+    assert!(
+        err.starts_with(&format!("{key} must be a multiple of 20")),
+        "{err}"
+    );
+    let err = Config::load_from(None, [(env, too_long)])
+        .expect_err("past the range")
+        .to_string();
+    assert!(err.contains(range), "{err}");
+}
+
 #[test]
 fn outbound_media_messages_hold_whole_frames() {
     let config = Config::load_from(None, [("SWITCHBOARD__TWILIO__MEDIA_MESSAGE_MS", "1000")])
         .expect("one second per message is allowed");
     assert_eq!(config.twilio.media_message_ms, 1000);
-    let err = Config::load_from(None, [("SWITCHBOARD__TWILIO__MEDIA_MESSAGE_MS", "30")])
-        .expect_err("30 ms is not whole 20 ms frames")
-        .to_string();
-    assert!(
-        err.starts_with("twilio.media_message_ms must be a multiple of 20"),
-        "{err}"
+    // 2 s: past the one second Twilio is known to play.
+    assert_whole_frames_in_range(
+        "SWITCHBOARD__TWILIO__MEDIA_MESSAGE_MS",
+        "twilio.media_message_ms",
+        "30",
+        "2000",
+        "between 20 and 1000",
     );
-    let err = Config::load_from(None, [("SWITCHBOARD__TWILIO__MEDIA_MESSAGE_MS", "2000")])
-        .expect_err("past the one second Twilio is known to play")
-        .to_string();
-    assert!(err.contains("between 20 and 1000"), "{err}");
 }
 
 #[test]
 fn recognizer_messages_hold_whole_frames_within_deepgrams_advice() {
     let config = Config::load_from(None, Vec::<(String, String)>::new()).expect("defaults load");
     assert_eq!(config.stt.audio_message_ms, 200);
-    let err = Config::load_from(None, [("SWITCHBOARD__STT__AUDIO_MESSAGE_MS", "110")])
-        .expect_err("110 ms is not whole 20 ms frames")
-        .to_string();
-    assert!(
-        err.starts_with("stt.audio_message_ms must be a multiple of 20"),
-        "{err}"
+    // 500 ms: past the 250 ms Deepgram recommends.
+    assert_whole_frames_in_range(
+        "SWITCHBOARD__STT__AUDIO_MESSAGE_MS",
+        "stt.audio_message_ms",
+        "110",
+        "500",
+        "between 20 and 250",
     );
-    let err = Config::load_from(None, [("SWITCHBOARD__STT__AUDIO_MESSAGE_MS", "500")])
-        .expect_err("past the 250 ms Deepgram recommends")
-        .to_string();
-    assert!(err.contains("between 20 and 250"), "{err}");
 }
 
 #[test]
