@@ -289,7 +289,7 @@ fn table() -> Vec<(&'static str, [CallState; 7], &'static str)> {
             [Co, Aw, Aw, Er, Cv, Fi, En],
             "ihhhhii",
         ),
-        ("caller_utterance", [Co, Aw, Aw, Cv, Cv, Fi, En], "ihhhhii"),
+        ("caller_utterance", [Co, Aw, Aw, Cv, Cv, Fi, En], "ihhhhhi"),
         ("caller_partial", [Co, Aw, Aw, Er, Cv, Fi, En], "ihhhhii"),
         ("agent_interrupted", [Co, Aw, Aw, Er, Cv, Fi, En], "ihhihii"),
         ("llm_token_stale", [Co, Gr, Aw, Er, Cv, Fi, En], "iiiiiii"),
@@ -976,6 +976,30 @@ fn the_call_record_carries_what_operators_need() {
             CallState::Finalizing
         ]
     );
+}
+
+#[test]
+fn words_transcribed_after_the_hang_up_are_kept_but_not_answered() {
+    // The caller spoke, then hung up before a slow recognizer delivered the transcript.
+    let mut s = machine_in(CallState::Conversing);
+    s.send(Event::StreamStopped);
+    assert_eq!(s.state(), CallState::Finalizing);
+    let fx = s.send(Event::CallerUtterance {
+        text: " Please cancel my order ".into(),
+        is_final: true,
+    });
+    assert_eq!(
+        persisted(&fx),
+        vec![(Role::Caller, "Please cancel my order".to_owned(), false)]
+    );
+    assert!(spoken(&fx).is_empty() && llm_requests(&fx).is_empty());
+    assert_eq!(s.state(), CallState::Finalizing);
+    // A partial is only a guess at what is being said: nothing to keep.
+    let fx = s.send(Event::CallerUtterance {
+        text: "Please".into(),
+        is_final: false,
+    });
+    assert!(persisted(&fx).is_empty() && ignored(&fx));
 }
 
 #[test]
