@@ -20,12 +20,13 @@
 #   STANDINS_THREADS, LOADGEN_THREADS
 #              tokio worker threads of the stand-ins and of the load generator (default: one per
 #              core); the server always gets one per core
+#   BIN        where the release binaries are (default target/release): A/B runs of two builds
 #   LOADGEN_NICE, STANDINS_NICE
 #              scheduling niceness of the load generator and of the stand-ins (default 0, as
 #              the server); negative values need root
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release
+BIN=${BIN:-target/release}
 OUT=${OUT:-/tmp/sweep}
 DELAYS=${DELAYS:-zero}
 HOLD_S=${HOLD_S:-30}
