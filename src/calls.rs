@@ -93,6 +93,11 @@ impl CallThreads {
         self.handle.spawn(task)
     }
 
+    /// The calls' runtime, for clients that start their own tasks there.
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+
     /// Run `task` on the calls' runtime and wait for its output (start-up work whose
     /// connections and tasks must live there).
     async fn run<F>(&self, task: F) -> Result<F::Output, CallServiceError>
@@ -239,7 +244,9 @@ pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
             http.clone(),
         ))
     };
-    let stt = Arc::new(DeepgramStt::new(DeepgramConfig {
+    let threads =
+        CallThreads::new(config.server.call_threads).map_err(CallServiceError::Threads)?;
+    let stt_config = DeepgramConfig {
         base_url: or_standin(&stt_base),
         api_key: Some(config.stt.api_key.expose().to_owned()).filter(|k| !k.is_empty()),
         model: config.stt.model.clone(),
@@ -247,9 +254,14 @@ pub async fn start(config: &Config) -> Result<CallService, CallServiceError> {
         endpointing_ms: config.stt.endpointing_ms as u32,
         utterance_end_ms: config.stt.utterance_end_ms as u32,
         ..DeepgramConfig::default()
-    }));
-    let threads =
-        CallThreads::new(config.server.call_threads).map_err(CallServiceError::Threads)?;
+    };
+    // Each session sends audio from the media reader's runtime, where it is opened, and reads
+    // the transcripts on the calls' runtime: a turn's transcript does not wait behind the
+    // caller frames the server's workers read.
+    let stt = Arc::new(DeepgramStt::reading_results_on(
+        stt_config,
+        threads.handle().clone(),
+    ));
     // Rendered from the calls' runtime: a provider connection opened now (an HTTP/2 one is
     // shared by every later request to that host) is then driven there too.
     let (greeting_audio, fallback_audio) = {

@@ -4,7 +4,9 @@
 //! Owns one WebSocket per call: mu-law audio out as binary frames, `KeepAlive` while the caller's
 //! audio pauses, `CloseStream` when the call's audio sender is dropped, and reconnection with a
 //! short backoff when the socket drops. What Deepgram says comes back through [`parse_message`]
-//! and [`TranscriptAssembler`] (both pure) as `SttEvent`s.
+//! and [`TranscriptAssembler`] (both pure) as `SttEvent`s. Each connection is split: the
+//! session's task sends, a `Reader` task reads (on another runtime when one is given, so the
+//! transcripts are heard however busy the sender's runtime is).
 //! Never here: voice-activity detection of our own, audio conversion, or any retry of a refused
 //! key (a 401/403 at the handshake is final).
 
@@ -12,10 +14,11 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures::stream::SplitStream;
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use switchboard_actors::ports::{SpeechRecognizer, SttEvent, SttSession};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
@@ -293,6 +296,8 @@ struct Inner {
     config: DeepgramConfig,
     /// Built on the first `wss://` connection, then shared by every session.
     tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
+    /// Where each session connects and reads Deepgram's results (`None`: where it was opened).
+    results_on: Option<tokio::runtime::Handle>,
 }
 
 impl fmt::Debug for DeepgramStt {
@@ -305,10 +310,22 @@ impl fmt::Debug for DeepgramStt {
 
 impl DeepgramStt {
     pub fn new(config: DeepgramConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// Sessions that send the audio from the runtime they are opened on (`open` spawns there)
+    /// but connect and read Deepgram's results on `results`: its workers then hear a transcript
+    /// as soon as it arrives, however busy the opener's workers are with audio.
+    pub fn reading_results_on(config: DeepgramConfig, results: tokio::runtime::Handle) -> Self {
+        Self::build(config, Some(results))
+    }
+
+    fn build(config: DeepgramConfig, results_on: Option<tokio::runtime::Handle>) -> Self {
         DeepgramStt {
             inner: Arc::new(Inner {
                 config,
                 tls: OnceLock::new(),
+                results_on,
             }),
         }
     }
@@ -422,11 +439,227 @@ impl Session {
         self.events.send(event).await.is_ok()
     }
 
+    /// Connects where the results are read (`results_on`), so that runtime's reactor drives
+    /// the socket and wakes its reader.
     async fn connect(&self) -> Result<Socket, ConnectError> {
-        let config = &self.inner.config;
-        let url = config
-            .listen_url(&self.call_sid)
-            .map_err(ConnectError::Fatal)?;
+        let (inner, call_sid) = (self.inner.clone(), self.call_sid.clone());
+        let attempt = async move { inner.connect(&call_sid).await };
+        match &self.inner.results_on {
+            None => attempt.await,
+            Some(results) => results.spawn(attempt).await.unwrap_or_else(|e| {
+                Err(ConnectError::Fatal(format!(
+                    "the runtime that reads Deepgram's results is gone: {e}"
+                )))
+            }),
+        }
+    }
+
+    /// Moves audio out from here while a `Reader` moves results in, until the stream ends.
+    async fn pump(&mut self, socket: Socket) -> Ended {
+        let (mut sink, stream) = socket.split();
+        let (control, control_rx) = watch::channel(Reading::Open);
+        let reader = Reader {
+            stream,
+            events: self.events.clone(),
+            assembler: std::mem::take(&mut self.assembler),
+            call_sid: self.call_sid.clone(),
+            heard: false,
+        };
+        let mut reading = match &self.inner.results_on {
+            None => tokio::spawn(reader.run(control_rx)),
+            Some(results) => results.spawn(reader.run(control_rx)),
+        };
+        let mut last_sent = Instant::now();
+        // Set once CloseStream went out: from then on only the reader works, until its deadline.
+        let mut closing = false;
+        let (read_end, heard) = loop {
+            let keepalive_at = last_sent + KEEPALIVE_AFTER;
+            let sent = tokio::select! {
+                chunk = self.audio.recv(), if !closing => match chunk {
+                    Some(mut chunk) => {
+                        // Frames that queued up while the last send was in flight go out as
+                        // one message: no delay when the socket keeps up, far fewer writes
+                        // when it does not.
+                        while chunk.len() < MAX_AUDIO_MESSAGE {
+                            match self.audio.try_recv() {
+                                Ok(more) => chunk.extend_from_slice(&more),
+                                Err(_) => break,
+                            }
+                        }
+                        sink.send(Message::binary(chunk))
+                            .await
+                            .map_err(|e| format!("sending audio failed: {e}"))
+                    }
+                    None => {
+                        closing = true;
+                        let _ = control.send(Reading::CloseBy(Instant::now() + CLOSE_GRACE));
+                        sink.send(Message::text(r#"{"type":"CloseStream"}"#))
+                            .await
+                            .map_err(|e| format!("sending CloseStream failed: {e}"))
+                    }
+                },
+                _ = tokio::time::sleep_until(keepalive_at), if !closing => {
+                    sink.send(Message::text(r#"{"type":"KeepAlive"}"#))
+                        .await
+                        .map_err(|e| format!("sending KeepAlive failed: {e}"))
+                }
+                done = &mut reading => break self.take_reader(done),
+            };
+            match sent {
+                Ok(()) => last_sent = Instant::now(),
+                Err(reason) => {
+                    // The reader may be mid-results: let it hand back what it assembled.
+                    let _ = control.send(Reading::Stop);
+                    let (_, heard) = self.take_reader(reading.await);
+                    if closing {
+                        return self.finish().await;
+                    }
+                    return Ended::Dropped { reason, heard };
+                }
+            }
+        };
+        match read_end {
+            ReadEnd::Finished => {
+                // The stream ended, or the grace ran out and we close it ourselves.
+                let _ = sink.close().await;
+                self.finish().await
+            }
+            ReadEnd::ConsumerGone => {
+                let _ = sink.close().await;
+                Ended::ConsumerGone
+            }
+            // The stream may end before the reader saw the CloseStream deadline.
+            ReadEnd::Dropped(_) | ReadEnd::Stopped if closing => self.finish().await,
+            ReadEnd::Dropped(reason) => Ended::Dropped { reason, heard },
+            ReadEnd::Stopped => Ended::Dropped {
+                reason: "reading Deepgram's results stopped".into(),
+                heard,
+            },
+        }
+    }
+
+    /// Takes the assembler back from a finished reader; says how it ended and whether the
+    /// server delivered anything.
+    fn take_reader(
+        &mut self,
+        done: Result<(ReadEnd, TranscriptAssembler, bool), tokio::task::JoinError>,
+    ) -> (ReadEnd, bool) {
+        match done {
+            Ok((end, assembler, heard)) => {
+                self.assembler = assembler;
+                (end, heard)
+            }
+            // It panicked or its runtime shut down: what it assembled is lost.
+            Err(e) => (
+                ReadEnd::Dropped(format!("reading Deepgram's results failed: {e}")),
+                false,
+            ),
+        }
+    }
+
+    /// The stream is over: whatever final segments are pending form the last utterance.
+    async fn finish(&mut self) -> Ended {
+        if let Some(utterance) = self.assembler.flush() {
+            let _ = self.events.send(utterance).await;
+        }
+        Ended::Finished
+    }
+}
+
+/// What the audio side tells the `Reader`.
+#[derive(Clone, Copy)]
+enum Reading {
+    Open,
+    /// CloseStream went out: read the last results until the stream ends or this deadline.
+    CloseBy(Instant),
+    /// Sending failed: hand back what was assembled now.
+    Stop,
+}
+
+/// How a `Reader` ended.
+enum ReadEnd {
+    /// The stream ended after CloseStream, or the grace ran out.
+    Finished,
+    ConsumerGone,
+    /// The socket closed or broke.
+    Dropped(String),
+    /// Told to stop.
+    Stopped,
+}
+
+/// The receiving half of one connection: Deepgram's results in, the call's events out.
+struct Reader {
+    stream: SplitStream<Socket>,
+    events: mpsc::Sender<SttEvent>,
+    assembler: TranscriptAssembler,
+    call_sid: String,
+    /// The server delivered something on this connection.
+    heard: bool,
+}
+
+impl Reader {
+    async fn run(
+        mut self,
+        mut control: watch::Receiver<Reading>,
+    ) -> (ReadEnd, TranscriptAssembler, bool) {
+        let end = self.read(&mut control).await;
+        (end, self.assembler, self.heard)
+    }
+
+    async fn read(&mut self, control: &mut watch::Receiver<Reading>) -> ReadEnd {
+        let mut close_by: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                changed = control.changed() => {
+                    if changed.is_err() {
+                        return ReadEnd::Stopped;
+                    }
+                    match *control.borrow_and_update() {
+                        Reading::Open => {}
+                        Reading::CloseBy(deadline) => close_by = Some(deadline),
+                        Reading::Stop => return ReadEnd::Stopped,
+                    }
+                }
+                _ = sleep_until_opt(close_by) => {
+                    tracing::debug!(call_sid = %self.call_sid, "Deepgram did not close within the grace period");
+                    return ReadEnd::Finished;
+                }
+                message = self.stream.next() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        let parsed = parse_message(text.as_str());
+                        match &parsed {
+                            ServerMessage::Error(description) => {
+                                tracing::warn!(call_sid = %self.call_sid, %description, "Deepgram reported an error");
+                            }
+                            ServerMessage::Garbage => {
+                                tracing::debug!(call_sid = %self.call_sid, "ignored a Deepgram frame that is not JSON");
+                            }
+                            ServerMessage::Results { .. } | ServerMessage::SpeechStarted | ServerMessage::UtteranceEnd => self.heard = true,
+                            _ => {}
+                        }
+                        for event in self.assembler.on_message(parsed) {
+                            if self.events.send(event).await.is_err() {
+                                return ReadEnd::ConsumerGone;
+                            }
+                        }
+                    }
+                    // After CloseStream, tungstenite answers the close; drain until the end.
+                    Some(Ok(Message::Close(_))) if close_by.is_some() => {}
+                    Some(Ok(Message::Close(frame))) => return ReadEnd::Dropped(closed_reason(frame.as_ref())),
+                    Some(Ok(_)) => {} // binary, ping, pong: nothing for us
+                    Some(Err(_)) | None if close_by.is_some() => return ReadEnd::Finished,
+                    Some(Err(error)) => return ReadEnd::Dropped(format!("the connection to Deepgram broke: {error}")),
+                    None => return ReadEnd::Dropped("Deepgram closed the connection".into()),
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    async fn connect(&self, call_sid: &str) -> Result<Socket, ConnectError> {
+        let config = &self.config;
+        let url = config.listen_url(call_sid).map_err(ConnectError::Fatal)?;
         let shown = shown_url(&url);
         let mut request = url
             .as_str()
@@ -439,7 +672,7 @@ impl Session {
             request.headers_mut().insert(header::AUTHORIZATION, value);
         }
         let connector = if url.starts_with("wss://") {
-            Connector::Rustls(self.inner.tls_config().map_err(ConnectError::Fatal)?)
+            Connector::Rustls(self.tls_config().map_err(ConnectError::Fatal)?)
         } else {
             Connector::Plain
         };
@@ -467,110 +700,6 @@ impl Session {
         }
     }
 
-    /// Moves audio out and results in until the stream ends.
-    async fn pump(&mut self, mut socket: Socket) -> Ended {
-        let mut heard = false;
-        let mut last_sent = Instant::now();
-        // Set once CloseStream went out: from then on we only read, until this deadline.
-        let mut closing: Option<Instant> = None;
-        loop {
-            let keepalive_at = last_sent + KEEPALIVE_AFTER;
-            tokio::select! {
-                chunk = self.audio.recv(), if closing.is_none() => {
-                    let sent = match chunk {
-                        Some(mut chunk) => {
-                            // Frames that queued up while the last send was in flight go out as
-                            // one message: no delay when the socket keeps up, far fewer writes
-                            // when it does not.
-                            while chunk.len() < MAX_AUDIO_MESSAGE {
-                                match self.audio.try_recv() {
-                                    Ok(more) => chunk.extend_from_slice(&more),
-                                    Err(_) => break,
-                                }
-                            }
-                            socket.send(Message::binary(chunk)).await
-                        }
-                        None => {
-                            closing = Some(Instant::now() + CLOSE_GRACE);
-                            socket.send(Message::text(r#"{"type":"CloseStream"}"#)).await
-                        }
-                    };
-                    if let Err(error) = sent {
-                        if closing.is_some() {
-                            return self.finish().await;
-                        }
-                        return Ended::Dropped { reason: format!("sending audio failed: {error}"), heard };
-                    }
-                    last_sent = Instant::now();
-                }
-                _ = tokio::time::sleep_until(keepalive_at), if closing.is_none() => {
-                    if let Err(error) = socket.send(Message::text(r#"{"type":"KeepAlive"}"#)).await {
-                        return Ended::Dropped { reason: format!("sending KeepAlive failed: {error}"), heard };
-                    }
-                    last_sent = Instant::now();
-                }
-                _ = sleep_until_opt(closing) => {
-                    tracing::debug!(call_sid = %self.call_sid, "Deepgram did not close within the grace period");
-                    let _ = socket.close(None).await;
-                    return self.finish().await;
-                }
-                message = socket.next() => {
-                    match message {
-                        Some(Ok(Message::Text(text))) => {
-                            let parsed = parse_message(text.as_str());
-                            match &parsed {
-                                ServerMessage::Error(description) => {
-                                    tracing::warn!(call_sid = %self.call_sid, %description, "Deepgram reported an error");
-                                }
-                                ServerMessage::Garbage => {
-                                    tracing::debug!(call_sid = %self.call_sid, "ignored a Deepgram frame that is not JSON");
-                                }
-                                ServerMessage::Results { .. } | ServerMessage::SpeechStarted | ServerMessage::UtteranceEnd => heard = true,
-                                _ => {}
-                            }
-                            for event in self.assembler.on_message(parsed) {
-                                if !self.emit(event).await {
-                                    let _ = socket.close(None).await;
-                                    return Ended::ConsumerGone;
-                                }
-                            }
-                        }
-                        Some(Ok(Message::Close(frame))) => {
-                            if closing.is_some() {
-                                // tungstenite answers the close; drain until the stream ends.
-                                continue;
-                            }
-                            return Ended::Dropped { reason: closed_reason(frame.as_ref()), heard };
-                        }
-                        Some(Ok(_)) => {} // binary, ping, pong: nothing for us
-                        Some(Err(error)) => {
-                            if closing.is_some() {
-                                return self.finish().await;
-                            }
-                            return Ended::Dropped { reason: format!("the connection to Deepgram broke: {error}"), heard };
-                        }
-                        None => {
-                            if closing.is_some() {
-                                return self.finish().await;
-                            }
-                            return Ended::Dropped { reason: "Deepgram closed the connection".into(), heard };
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The stream is over: whatever final segments are pending form the last utterance.
-    async fn finish(&mut self) -> Ended {
-        if let Some(utterance) = self.assembler.flush() {
-            let _ = self.events.send(utterance).await;
-        }
-        Ended::Finished
-    }
-}
-
-impl Inner {
     fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
         self.tls
             .get_or_init(|| {

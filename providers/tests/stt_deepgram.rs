@@ -381,3 +381,55 @@ async fn a_quiet_line_is_kept_open_with_keep_alive() {
     assert!(events.is_empty(), "silence says nothing: {events:?}");
     standins.shutdown().await;
 }
+
+#[tokio::test]
+async fn results_read_on_another_runtime_survive_a_drop_and_keep_the_last_words() {
+    // The server's layout: the session is opened (and sends audio) on one runtime and reads
+    // Deepgram's results on the calls' runtime.
+    let results = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("results runtime");
+    let standins = standins(StandinConfig {
+        stt_drop_after_utterances: Some(1),
+        ..StandinConfig::instant()
+    })
+    .await;
+    let stt = DeepgramStt::reading_results_on(
+        DeepgramConfig {
+            base_url: standins.root_url(),
+            connect_timeout: Duration::from_secs(2),
+            max_reconnects: 2,
+            ..DeepgramConfig::default()
+        },
+        results.handle().clone(),
+    );
+    let SttSession {
+        audio,
+        events: mut heard,
+    } = stt.open("CA-split");
+    let first = "Where is my parcel";
+    let last = "And please call me back tomorrow";
+    send(&audio, &said(first)).await;
+    let events = events_until(&mut heard, |e| matches!(e, SttEvent::Reconnecting { .. })).await;
+    assert_eq!(utterances(&events), [first], "{events:?}");
+
+    // The caller hangs up mid-sentence on the second connection.
+    send(&audio, &scripted::encode(last)).await;
+    drop(audio);
+    let events = all_events(&mut heard).await;
+    assert_eq!(utterances(&events), [last], "{events:?}");
+    assert!(
+        !events.iter().any(|e| matches!(e, SttEvent::Failed { .. })),
+        "{events:?}"
+    );
+    eventually("the stand-in closing the stream", || {
+        standins.stt_closed_streams() == 1
+    })
+    .await;
+    assert_eq!(standins.stt_control_messages(), ["CloseStream"]);
+    assert_eq!(standins.stt_connections(), 2);
+    standins.shutdown().await;
+    results.shutdown_background();
+}
