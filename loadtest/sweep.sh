@@ -81,12 +81,19 @@ for n in "$@"; do
     done
     sleep 1 # idle RSS settles after start-up
     echo "== $n concurrent calls (delays: $DELAYS, transport: $TRANSPORT, load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+    cpu_before=$(head -1 /proc/stat)
     # shellcheck disable=SC2086
     env ${LOADGEN_THREADS:+TOKIO_WORKER_THREADS=$LOADGEN_THREADS} nice -n "${LOADGEN_NICE:-0}" "$BIN/switchboard-loadtest" --url "http://127.0.0.1:$PORT" --calls "$n" --ramp-per-sec "$RAMP" \
         --hold-s "$HOLD_S" --transport "$TRANSPORT" --turns 3 --chaos-fraction 0.02 \
         --sse-clients "$SSE" --server-pid "$server" --quiet \
         --report "$OUT/report-$n.json" --chart "$OUT/chart-$n.png" ${EXTRA:-} | tee "$OUT/summary-$n.txt" || true
     curl -fsS "http://127.0.0.1:$PORT/metrics" >"$OUT/metrics-$n.txt" || true
+    # A shared VM's host can take the cores away (steal in /proc/stat): a run that had them
+    # taken says so, and its tails are the host's, not the server's.
+    echo "$cpu_before" "$(head -1 /proc/stat)" | awk '{
+        for (i = 2; i <= 9; i++) { d = $(i + 11) - $i; total += d; if (i == 5) idle = d; if (i == 9) steal = d }
+        printf "== the machine during the run: %.1f %% idle, %.1f %% stolen by the host\n", 100 * idle / total, 100 * steal / total
+    }' | tee -a "$OUT/summary-$n.txt"
     kill "$server"
     wait "$server" 2>/dev/null || true
     server=
