@@ -108,6 +108,17 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// The session sent `CloseStream` (and nothing else of the kind) and the stand-in closed the
+/// stream, after `connections` connections in all.
+async fn assert_closed_gracefully(standins: &Standins, connections: u64) {
+    eventually("the stand-in closing the stream", || {
+        standins.stt_closed_streams() == 1
+    })
+    .await;
+    assert_eq!(standins.stt_control_messages(), ["CloseStream"]);
+    assert_eq!(standins.stt_connections(), connections);
+}
+
 #[tokio::test]
 async fn a_scripted_utterance_is_heard_exactly_once_with_partials_first() {
     let standins = standins(StandinConfig::instant()).await;
@@ -351,12 +362,7 @@ async fn dropping_the_audio_sender_sends_close_stream_and_flushes_what_was_said(
             .any(|e| matches!(e, SttEvent::Reconnecting { .. } | SttEvent::Failed { .. })),
         "{events:?}"
     );
-    eventually("the stand-in closing the stream", || {
-        standins.stt_closed_streams() == 1
-    })
-    .await;
-    assert_eq!(standins.stt_control_messages(), ["CloseStream"]);
-    assert_eq!(standins.stt_connections(), 1);
+    assert_closed_gracefully(&standins, 1).await;
     standins.shutdown().await;
 }
 
@@ -424,12 +430,7 @@ async fn results_read_on_another_runtime_survive_a_drop_and_keep_the_last_words(
         !events.iter().any(|e| matches!(e, SttEvent::Failed { .. })),
         "{events:?}"
     );
-    eventually("the stand-in closing the stream", || {
-        standins.stt_closed_streams() == 1
-    })
-    .await;
-    assert_eq!(standins.stt_control_messages(), ["CloseStream"]);
-    assert_eq!(standins.stt_connections(), 2);
+    assert_closed_gracefully(&standins, 2).await;
     standins.shutdown().await;
     results.shutdown_background();
 }
