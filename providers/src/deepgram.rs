@@ -443,15 +443,14 @@ impl Session {
     /// the socket and wakes its reader.
     async fn connect(&self) -> Result<Socket, ConnectError> {
         let (inner, call_sid) = (self.inner.clone(), self.call_sid.clone());
-        let attempt = async move { inner.connect(&call_sid).await };
-        match &self.inner.results_on {
-            None => attempt.await,
-            Some(results) => results.spawn(attempt).await.unwrap_or_else(|e| {
+        self.inner
+            .spawn_reading(async move { inner.connect(&call_sid).await })
+            .await
+            .unwrap_or_else(|e| {
                 Err(ConnectError::Fatal(format!(
                     "the runtime that reads Deepgram's results is gone: {e}"
                 )))
-            }),
-        }
+            })
     }
 
     /// Moves audio out from here while a `Reader` moves results in, until the stream ends.
@@ -465,10 +464,7 @@ impl Session {
             call_sid: self.call_sid.clone(),
             heard: false,
         };
-        let mut reading = match &self.inner.results_on {
-            None => tokio::spawn(reader.run(control_rx)),
-            Some(results) => results.spawn(reader.run(control_rx)),
-        };
+        let mut reading = self.inner.spawn_reading(reader.run(control_rx));
         let mut last_sent = Instant::now();
         // Set once CloseStream went out: from then on only the reader works, until its deadline.
         let mut closing = false;
@@ -657,6 +653,18 @@ impl Reader {
 }
 
 impl Inner {
+    /// Runs `task` where results are read: on `results_on`, or else where the session runs.
+    fn spawn_reading<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.results_on {
+            Some(results) => results.spawn(task),
+            None => tokio::spawn(task),
+        }
+    }
+
     async fn connect(&self, call_sid: &str) -> Result<Socket, ConnectError> {
         let config = &self.config;
         let url = config.listen_url(call_sid).map_err(ConnectError::Fatal)?;
