@@ -838,16 +838,16 @@ impl CallMachine {
         is_final: bool,
         fx: &mut Vec<Effect>,
     ) {
-        if self.state == CallState::Finalizing && is_final && !text.trim().is_empty() {
+        let text = text.trim().to_owned();
+        if self.state == CallState::Finalizing && is_final && !text.is_empty() {
             // Said before the hang-up, transcribed after it (a slow recognizer): nobody answers
             // any more, but what the caller said is kept.
-            self.push_message(now, Role::Caller, text.trim().to_owned(), false, fx);
+            self.push_message(now, Role::Caller, text, false, fx);
             return;
         }
         if !self.state.is_live() {
             return self.ignore(name, "the caller is not being talked to", fx);
         }
-        let text = text.trim().to_owned();
         if text.is_empty() {
             return self.ignore(name, "empty utterance", fx);
         }
