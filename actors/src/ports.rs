@@ -225,6 +225,10 @@ pub struct SttSession {
 /// in the background and audio sent before it is up is buffered (bounded).
 pub trait SpeechRecognizer: Send + Sync + 'static {
     fn open(&self, call_sid: &str) -> SttSession;
+
+    /// The longest a session goes on once its audio sender is dropped: its last transcripts
+    /// come within this, then its events end. A hang-up waits this long for the last words.
+    fn closing_grace(&self) -> std::time::Duration;
 }
 
 /// Wall-clock milliseconds for the shell (the machine itself never reads a clock).

@@ -352,6 +352,10 @@ impl SpeechRecognizer for DeepgramStt {
             events: events_rx,
         }
     }
+
+    fn closing_grace(&self) -> Duration {
+        CLOSE_GRACE
+    }
 }
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;

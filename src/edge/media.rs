@@ -178,18 +178,21 @@ async fn session(app: AppState, fut: UpgradeFut) {
     // still be in the recognizer: send the rest of the audio, close the session (Deepgram
     // `CloseStream` makes it finalize what it heard) and let its last transcripts reach the
     // call before the call is told the stream stopped, so the last words are kept.
+    let drain = app.calls().stt.closing_grace() + STT_DRAIN_MARGIN;
     if let Some(stt) = &stt_audio
         && let Some(rest) = stt_batch.flush()
+        // Nothing more is read from the caller: wait for room rather than drop the last words.
+        && !matches!(tokio::time::timeout(drain, stt.send(rest)).await, Ok(Ok(())))
     {
-        let _ = stt.try_send(rest);
+        metrics::counter!("switchboard_stt_audio_dropped_total").increment(1);
     }
     drop(stt_audio);
     if let Some(task) = stt_task
-        && tokio::time::timeout(STT_DRAIN, task).await.is_err()
+        && tokio::time::timeout(drain, task).await.is_err()
     {
         tracing::warn!(
             "speech-to-text did not finish within {} ms of the hang-up; its last words are lost",
-            STT_DRAIN.as_millis()
+            drain.as_millis()
         );
     }
     if let Some(h) = &call {
@@ -200,8 +203,9 @@ async fn session(app: AppState, fut: UpgradeFut) {
     let _ = writer.await;
 }
 
-/// After a hang-up, how long the recognizer may take to deliver its last transcripts.
-const STT_DRAIN: std::time::Duration = std::time::Duration::from_millis(1500);
+/// After a hang-up, how much longer than the recognizer's own closing grace the edge waits for
+/// its last transcripts to reach the call (they pass through the forwarding task).
+const STT_DRAIN_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Quiet audio that goes to the recognizer frame by frame after speech: its endpointing
 /// window (`stt.endpointing_ms`) and this much more, for a recognizer that decides a little

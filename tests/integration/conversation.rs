@@ -130,6 +130,36 @@ async fn words_spoken_just_before_the_hang_up_are_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_recognizers_last_words_after_the_hang_up_are_kept() {
+    // The recognizer takes 2.5 s to send each final result: longer than the edge once waited
+    // after a hang-up (1.5 s), shorter than the session's closing grace (5 s).
+    let s = standins(StandinConfig {
+        stt_final_delay: Duration::from_millis(2500),
+        ..StandinConfig::instant()
+    })
+    .await;
+    let (app, _dir) = app(|c| use_standins(c, &s)).await;
+    let sid = "CAslowstt";
+    let mut ws = media_call(&app, sid, KNOWN).await;
+    play_until_state(&app, &mut ws, sid, "enriched").await;
+    let mut seq = 1;
+    for chunk in switchboard_twilio::scripted::encode("Where is my refund").chunks(160) {
+        seq += 1;
+        ws.send(Message::Text(media_frame(seq, sid, chunk.to_vec()).into()))
+            .await
+            .expect("media");
+    }
+    hang_up(&mut ws, sid).await;
+    let transcript = stored_transcript(&app, sid).await;
+    assert!(
+        transcript
+            .iter()
+            .any(|(role, text)| role == "caller" && text == "Where is my refund"),
+        "the slow recognizer's last words are in the stored transcript: {transcript:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_media_call_hears_the_caller_through_stt_and_answers_with_audio() {
     let (app, _dir) = app(|_| {}).await;
     let sid = "CAspeech1";
