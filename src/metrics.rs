@@ -232,6 +232,16 @@ pub fn render(app: &AppState) -> String {
         metrics::gauge!("switchboard_llm_name_extractions", "outcome" => outcome)
             .set(v.load(Relaxed) as f64);
     }
+    for (outcome, v) in [
+        ("stored", &s.names.stored),
+        ("retried", &s.names.store_retries),
+        ("dropped", &s.names.store_dropped),
+    ] {
+        metrics::gauge!("switchboard_name_stores", "outcome" => outcome)
+            .set(v.load(Relaxed) as f64);
+    }
+    metrics::gauge!("switchboard_name_stores_pending")
+        .set(s.names.store_pending.load(Relaxed) as f64);
     let mut text = handle.render();
     render_prefetch_histogram(&mut text, runtime);
     text

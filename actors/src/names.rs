@@ -30,6 +30,7 @@
 //! stone" → "Bob Stone"); mixed-case words keep their casing ("McDonald"); curly apostrophes
 //! become straight ones.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -41,7 +42,7 @@ use crate::cache::ContextCaches;
 use crate::domain::*;
 use crate::handle::LiveCalls;
 use crate::machine::Event;
-use crate::ports::{LlmClient, NameStore};
+use crate::ports::{LlmClient, NameStore, PortError, PortErrorKind};
 
 pub const MAX_NAME_CHARS: usize = 60;
 const MAX_NAME_WORDS: usize = 3;
@@ -52,10 +53,18 @@ pub enum NamesMsg {
         attempt: u32,
         utterance: String,
     },
-    Store {
+    /// Store a captured name for a phone. A write that fails for a reason that may pass (the
+    /// database down or too busy) is retried with backoff until it lands; if another name for
+    /// the same phone comes meanwhile, the newest is the one written.
+    Store { phone: String, name: String },
+    /// A store attempt finished (sent by the task that ran it).
+    Stored {
         phone: String,
         name: String,
+        result: Result<(), PortError>,
     },
+    /// The backoff after a failed store is over: write the phone's newest name again.
+    Retry { phone: String },
 }
 
 #[derive(Clone)]
@@ -69,6 +78,9 @@ pub struct NamesArgs {
     /// Dropped for a phone once its captured name is stored.
     pub caches: Option<ContextCaches>,
     pub stats: Arc<NameStats>,
+    /// The first wait after a failed store; it doubles with each failure, up to
+    /// [`STORE_RETRY_MAX`].
+    pub store_retry_base: Duration,
 }
 
 /// How often the LLM was asked for a name, and what came of it (exported by `/metrics`).
@@ -79,6 +91,37 @@ pub struct NameStats {
     pub llm_named: AtomicU64,
     /// "NONE", an answer that failed the rules, an error or the deadline.
     pub llm_no_name: AtomicU64,
+    /// Captured names stored.
+    pub stored: AtomicU64,
+    /// Store attempts that failed and will be retried.
+    pub store_retries: AtomicU64,
+    /// Captured names given up on: the store refused them as invalid, or too many names were
+    /// waiting to be retried.
+    pub store_dropped: AtomicU64,
+    /// Phones whose newest captured name is not stored yet (being written or waiting to retry).
+    pub store_pending: AtomicU64,
+}
+
+/// The longest wait between two attempts to store a captured name.
+pub const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
+/// The default for [`NamesArgs::store_retry_base`].
+pub const STORE_RETRY_BASE: Duration = Duration::from_millis(200);
+/// Phones whose name may wait to be stored at once; past this a new one is dropped (and logged),
+/// so a database that stays down cannot grow the actor without bound.
+const MAX_PENDING_STORES: usize = 100_000;
+
+/// A phone's newest captured name, not stored yet.
+struct PendingName {
+    name: String,
+    /// Failed attempts since the last success (or since the name changed).
+    failures: u32,
+    /// A store task is running for this phone; its `Stored` will come back.
+    in_flight: bool,
+}
+
+pub struct NamesState {
+    args: NamesArgs,
+    pending: HashMap<String, PendingName>,
 }
 
 /// The default for [`NamesArgs::llm_deadline`]: well inside the machine's name deadline.
@@ -88,22 +131,25 @@ pub struct NamesActor;
 
 impl Actor for NamesActor {
     type Msg = NamesMsg;
-    type State = NamesArgs;
+    type State = NamesState;
     type Arguments = NamesArgs;
 
     async fn pre_start(
         &self,
         _me: ActorRef<NamesMsg>,
         args: NamesArgs,
-    ) -> Result<NamesArgs, ActorProcessingErr> {
-        Ok(args)
+    ) -> Result<NamesState, ActorProcessingErr> {
+        Ok(NamesState {
+            args,
+            pending: HashMap::new(),
+        })
     }
 
     async fn handle(
         &self,
-        _me: ActorRef<NamesMsg>,
+        me: ActorRef<NamesMsg>,
         msg: NamesMsg,
-        st: &mut NamesArgs,
+        st: &mut NamesState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             NamesMsg::Extract {
@@ -111,13 +157,14 @@ impl Actor for NamesActor {
                 attempt,
                 utterance,
             } => {
-                let event = match (extract_name_detailed(&utterance), &st.llm) {
+                let args = &st.args;
+                let event = match (extract_name_detailed(&utterance), &args.llm) {
                     (NameGuess::Found(name), _) => Event::NameCaptured { attempt, name },
                     (NameGuess::Unsure, Some(llm)) => {
                         // The rules will not vouch for it: ask the LLM, off the actor.
                         let (llm, calls, deadline) =
-                            (llm.clone(), st.calls.clone(), st.llm_deadline);
-                        let stats = st.stats.clone();
+                            (llm.clone(), args.calls.clone(), args.llm_deadline);
+                        let stats = args.stats.clone();
                         stats.llm_asked.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(async move {
                             let event =
@@ -137,23 +184,155 @@ impl Actor for NamesActor {
                     }
                     _ => Event::NameNotFound { attempt },
                 };
-                st.calls.deliver(&call_sid, event);
+                args.calls.deliver(&call_sid, event);
             }
-            NamesMsg::Store { phone, name } => {
-                let store = st.store.clone();
-                let caches = st.caches.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = store.store_name(&phone, &name).await {
-                        tracing::warn!(phone = %mask_phone(&phone), error = %e, "captured name not stored");
-                    }
-                    // After the write, so no lookup that started before it can be cached again.
-                    if let Some(caches) = caches {
-                        caches.invalidate(&phone).await;
-                    }
-                });
+            NamesMsg::Store { phone, name } => st.store(&me, phone, name),
+            NamesMsg::Stored {
+                phone,
+                name,
+                result,
+            } => st.stored(&me, phone, name, result),
+            NamesMsg::Retry { phone } => {
+                if st.pending.get(&phone).is_some_and(|p| !p.in_flight) {
+                    st.write(&me, phone);
+                }
             }
         }
         Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _me: ActorRef<NamesMsg>,
+        st: &mut NamesState,
+    ) -> Result<(), ActorProcessingErr> {
+        if !st.pending.is_empty() {
+            tracing::error!(
+                names = st.pending.len(),
+                "the names actor stopped with captured names not stored yet; they are lost"
+            );
+        }
+        st.args
+            .stats
+            .store_pending
+            .fetch_sub(st.pending.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl NamesState {
+    fn store(&mut self, me: &ActorRef<NamesMsg>, phone: String, name: String) {
+        if let Some(p) = self.pending.get_mut(&phone) {
+            // A write for this phone is running or waiting to retry: it writes the newest name.
+            if p.name != name {
+                p.name = name;
+                p.failures = 0;
+            }
+            return;
+        }
+        if self.pending.len() >= MAX_PENDING_STORES {
+            self.args
+                .stats
+                .store_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                phone = %mask_phone(&phone),
+                waiting = self.pending.len(),
+                "captured name not stored: too many names already wait for the store"
+            );
+            return;
+        }
+        self.args
+            .stats
+            .store_pending
+            .fetch_add(1, Ordering::Relaxed);
+        self.pending.insert(
+            phone.clone(),
+            PendingName {
+                name,
+                failures: 0,
+                in_flight: false,
+            },
+        );
+        self.write(me, phone);
+    }
+
+    /// Start a store task for the phone's pending name; it answers with `Stored`.
+    fn write(&mut self, me: &ActorRef<NamesMsg>, phone: String) {
+        let Some(p) = self.pending.get_mut(&phone) else {
+            return;
+        };
+        p.in_flight = true;
+        let name = p.name.clone();
+        let (store, caches, me) = (
+            self.args.store.clone(),
+            self.args.caches.clone(),
+            me.clone(),
+        );
+        tokio::spawn(async move {
+            let result = store.store_name(&phone, &name).await.map(|_| ());
+            if result.is_ok()
+                && let Some(caches) = caches
+            {
+                // After the write, so no lookup that started before it can be cached again.
+                caches.invalidate(&phone).await;
+            }
+            let _ = me.cast(NamesMsg::Stored {
+                phone,
+                name,
+                result,
+            });
+        });
+    }
+
+    fn stored(
+        &mut self,
+        me: &ActorRef<NamesMsg>,
+        phone: String,
+        name: String,
+        result: Result<(), PortError>,
+    ) {
+        let stats = &self.args.stats;
+        let Some(p) = self.pending.get_mut(&phone) else {
+            return;
+        };
+        p.in_flight = false;
+        let newer = p.name != name;
+        match result {
+            Ok(()) => {
+                stats.stored.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if e.kind == PortErrorKind::Rejected => {
+                stats.store_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(phone = %mask_phone(&phone), error = %e, "captured name refused by the store; not retried");
+            }
+            Err(e) if !newer => {
+                stats.store_retries.fetch_add(1, Ordering::Relaxed);
+                p.failures += 1;
+                let delay = self
+                    .args
+                    .store_retry_base
+                    .saturating_mul(1u32 << (p.failures - 1).min(16))
+                    .min(STORE_RETRY_MAX);
+                tracing::warn!(
+                    phone = %mask_phone(&phone),
+                    error = %e,
+                    attempt = p.failures,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "captured name not stored yet; will retry"
+                );
+                me.send_after(delay, move || NamesMsg::Retry { phone });
+                return;
+            }
+            // Failed, but a newer name has come meanwhile: write that one at once.
+            Err(_) => {}
+        }
+        if newer {
+            self.write(me, phone);
+        } else {
+            self.pending.remove(&phone);
+            stats.store_pending.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

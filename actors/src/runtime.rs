@@ -232,6 +232,7 @@ impl Runtime {
                 llm_deadline: config.llm_name_deadline,
                 caches: Some(caches.clone()),
                 stats: stats.names.clone(),
+                store_retry_base: crate::names::STORE_RETRY_BASE,
             }),
         ];
         let (refs_tx, refs_rx) = oneshot::channel();

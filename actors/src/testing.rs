@@ -274,11 +274,51 @@ impl SpillJournal for MemoryJournal {
 #[derive(Default)]
 pub struct MemoryNames {
     pub stored: Mutex<Vec<(String, String)>>,
+    /// What the next writes fail with, in order (a database down, busy or refusing).
+    pub failures: Mutex<VecDeque<PortError>>,
+    /// Every write attempted, failed ones included.
+    pub attempts: Mutex<Vec<(String, String)>>,
+}
+
+impl MemoryNames {
+    /// A store whose next writes fail with `failures`, in order, then succeed.
+    pub fn failing(failures: impl IntoIterator<Item = PortError>) -> Self {
+        MemoryNames {
+            failures: Mutex::new(failures.into_iter().collect()),
+            ..MemoryNames::default()
+        }
+    }
+
+    pub fn stored(&self) -> Vec<(String, String)> {
+        self.stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn attempts(&self) -> Vec<(String, String)> {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 #[async_trait]
 impl NameStore for MemoryNames {
     async fn store_name(&self, phone: &str, name: &str) -> Result<i64, PortError> {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((phone.to_owned(), name.to_owned()));
+        let failure = self
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        if let Some(e) = failure {
+            return Err(e);
+        }
         let mut stored = self.stored.lock().unwrap_or_else(|p| p.into_inner());
         stored.push((phone.to_owned(), name.to_owned()));
         Ok(stored.len() as i64)
