@@ -104,29 +104,33 @@ async fn hang_up(ws: &mut Ws, sid: &str) {
     let _ = ws.send(Message::Text(stop.to_string().into())).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn words_spoken_just_before_the_hang_up_are_kept() {
-    let (app, _dir) = app(|_| {}).await;
-    let sid = "CAlastwords";
-    let mut ws = media_call(&app, sid, KNOWN).await;
-    play_until_state(&app, &mut ws, sid, "enriched").await;
-    // The caller speaks and hangs up at once: no silence after the words, so the recognizer
-    // has not ended the utterance when `stop` arrives.
+/// A known caller, once enriched, says `text` and hangs up at once: no silence after the words,
+/// so the recognizer has not ended the utterance when `stop` arrives. The words must still be
+/// in the stored transcript.
+async fn last_words_are_kept(app: &TestApp, sid: &str, text: &str) {
+    let mut ws = media_call(app, sid, KNOWN).await;
+    play_until_state(app, &mut ws, sid, "enriched").await;
     let mut seq = 1;
-    for chunk in switchboard_twilio::scripted::encode("Please cancel my order").chunks(160) {
+    for chunk in switchboard_twilio::scripted::encode(text).chunks(160) {
         seq += 1;
         ws.send(Message::Text(media_frame(seq, sid, chunk.to_vec()).into()))
             .await
             .expect("media");
     }
     hang_up(&mut ws, sid).await;
-    let transcript = stored_transcript(&app, sid).await;
+    let transcript = stored_transcript(app, sid).await;
     assert!(
         transcript
             .iter()
-            .any(|(role, text)| role == "caller" && text == "Please cancel my order"),
+            .any(|(role, said)| role == "caller" && said == text),
         "the last words are in the stored transcript: {transcript:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn words_spoken_just_before_the_hang_up_are_kept() {
+    let (app, _dir) = app(|_| {}).await;
+    last_words_are_kept(&app, "CAlastwords", "Please cancel my order").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,24 +143,7 @@ async fn a_slow_recognizers_last_words_after_the_hang_up_are_kept() {
     })
     .await;
     let (app, _dir) = app(|c| use_standins(c, &s)).await;
-    let sid = "CAslowstt";
-    let mut ws = media_call(&app, sid, KNOWN).await;
-    play_until_state(&app, &mut ws, sid, "enriched").await;
-    let mut seq = 1;
-    for chunk in switchboard_twilio::scripted::encode("Where is my refund").chunks(160) {
-        seq += 1;
-        ws.send(Message::Text(media_frame(seq, sid, chunk.to_vec()).into()))
-            .await
-            .expect("media");
-    }
-    hang_up(&mut ws, sid).await;
-    let transcript = stored_transcript(&app, sid).await;
-    assert!(
-        transcript
-            .iter()
-            .any(|(role, text)| role == "caller" && text == "Where is my refund"),
-        "the slow recognizer's last words are in the stored transcript: {transcript:?}"
-    );
+    last_words_are_kept(&app, "CAslowstt", "Where is my refund").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
