@@ -181,17 +181,17 @@ pub fn render(app: &AppState) -> String {
         .set(runtime.persistence_backlog() as f64);
     let s = &runtime.stats;
     use std::sync::atomic::Ordering::Relaxed;
-    for (outcome, v) in [
-        ("found", &s.crm.found),
-        ("not_found", &s.crm.not_found),
-        ("partial", &s.crm.partial),
-        ("failed", &s.crm.failed),
-        ("timed_out", &s.crm.timed_out),
-        ("shed", &s.crm.shed),
-    ] {
-        metrics::gauge!("switchboard_prefetch_results", "outcome" => outcome)
-            .set(v.load(Relaxed) as f64);
-    }
+    outcome_gauges(
+        "switchboard_prefetch_results",
+        [
+            ("found", &s.crm.found),
+            ("not_found", &s.crm.not_found),
+            ("partial", &s.crm.partial),
+            ("failed", &s.crm.failed),
+            ("timed_out", &s.crm.timed_out),
+            ("shed", &s.crm.shed),
+        ],
+    );
     metrics::gauge!("switchboard_persistence_rows_written")
         .set(s.persistence.rows_written.load(Relaxed) as f64);
     metrics::gauge!("switchboard_persistence_largest_batch")
@@ -224,27 +224,38 @@ pub fn render(app: &AppState) -> String {
         metrics::gauge!("switchboard_context_cache", "event" => name).set(v.load(Relaxed) as f64);
     }
     metrics::gauge!("switchboard_context_cache_entries").set(runtime.caches.memory.len() as f64);
-    for (outcome, v) in [
-        ("asked", &s.names.llm_asked),
-        ("named", &s.names.llm_named),
-        ("no_name", &s.names.llm_no_name),
-    ] {
-        metrics::gauge!("switchboard_llm_name_extractions", "outcome" => outcome)
-            .set(v.load(Relaxed) as f64);
-    }
-    for (outcome, v) in [
-        ("stored", &s.names.stored),
-        ("retried", &s.names.store_retries),
-        ("dropped", &s.names.store_dropped),
-    ] {
-        metrics::gauge!("switchboard_name_stores", "outcome" => outcome)
-            .set(v.load(Relaxed) as f64);
-    }
+    outcome_gauges(
+        "switchboard_llm_name_extractions",
+        [
+            ("asked", &s.names.llm_asked),
+            ("named", &s.names.llm_named),
+            ("no_name", &s.names.llm_no_name),
+        ],
+    );
+    outcome_gauges(
+        "switchboard_name_stores",
+        [
+            ("stored", &s.names.stored),
+            ("retried", &s.names.store_retries),
+            ("dropped", &s.names.store_dropped),
+        ],
+    );
     metrics::gauge!("switchboard_name_stores_pending")
         .set(s.names.store_pending.load(Relaxed) as f64);
     let mut text = handle.render();
     render_prefetch_histogram(&mut text, runtime);
     text
+}
+
+/// One gauge per outcome, labelled `outcome`, set from the runtime's counters.
+fn outcome_gauges<const N: usize>(
+    name: &'static str,
+    counters: [(&'static str, &std::sync::atomic::AtomicU64); N],
+) {
+    for (outcome, v) in counters {
+        metrics::gauge!(name, "outcome" => outcome)
+            .set(v.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    }
 }
 
 /// `switchboard_prefetch_seconds`: prefetch latency from the lookup request to its result, by

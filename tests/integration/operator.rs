@@ -520,6 +520,10 @@ async fn stats_count_what_the_calls_did() {
         "switchboard_persistence_backlog_rows",
         "switchboard_sse_clients",
         "switchboard_call_restarts_total",
+        "switchboard_prefetch_results{outcome=\"found\"} ",
+        "switchboard_llm_name_extractions{outcome=\"asked\"} ",
+        "switchboard_name_stores{outcome=\"retried\"} 0",
+        "switchboard_name_stores_pending 0",
     ] {
         assert!(text.contains(name), "/metrics has {name}");
     }
