@@ -119,7 +119,12 @@ pub async fn next(read: &mut WsRead, control: &Control) -> Incoming {
                 OpCode::Close => return Incoming::Closed,
                 _ => continue,
             },
-            Err(_) => return Incoming::Closed,
+            Err(e) => {
+                // Not a close from the peer: a reset, a protocol error, or our own writer gone.
+                // The call ends as a hang-up; say why, once per socket.
+                tracing::warn!(error = %e, "twilio socket read failed; treating it as a hang-up");
+                return Incoming::Closed;
+            }
         }
     }
 }
