@@ -181,8 +181,9 @@ pub fn render(app: &AppState) -> String {
         .set(runtime.persistence_backlog() as f64);
     let s = &runtime.stats;
     use std::sync::atomic::Ordering::Relaxed;
-    outcome_gauges(
+    labelled_gauges(
         "switchboard_prefetch_results",
+        "outcome",
         [
             ("found", &s.crm.found),
             ("not_found", &s.crm.not_found),
@@ -210,30 +211,34 @@ pub fn render(app: &AppState) -> String {
             .set(s.persistence.rows_written.load(Relaxed) as f64 / batches as f64);
     }
 
-    for (name, v) in [
-        ("hits", &s.cache.hits),
-        ("misses", &s.cache.misses),
-        ("bypassed", &s.cache.bypassed),
-        ("shared_hits", &s.cache.shared_hits),
-        ("shared_misses", &s.cache.shared_misses),
-        ("shared_errors", &s.cache.shared_errors),
-        ("invalidations", &s.cache.invalidations),
-        ("evictions", &s.cache.evictions),
-        ("stale_puts", &s.cache.stale_puts),
-    ] {
-        metrics::gauge!("switchboard_context_cache", "event" => name).set(v.load(Relaxed) as f64);
-    }
+    labelled_gauges(
+        "switchboard_context_cache",
+        "event",
+        [
+            ("hits", &s.cache.hits),
+            ("misses", &s.cache.misses),
+            ("bypassed", &s.cache.bypassed),
+            ("shared_hits", &s.cache.shared_hits),
+            ("shared_misses", &s.cache.shared_misses),
+            ("shared_errors", &s.cache.shared_errors),
+            ("invalidations", &s.cache.invalidations),
+            ("evictions", &s.cache.evictions),
+            ("stale_puts", &s.cache.stale_puts),
+        ],
+    );
     metrics::gauge!("switchboard_context_cache_entries").set(runtime.caches.memory.len() as f64);
-    outcome_gauges(
+    labelled_gauges(
         "switchboard_llm_name_extractions",
+        "outcome",
         [
             ("asked", &s.names.llm_asked),
             ("named", &s.names.llm_named),
             ("no_name", &s.names.llm_no_name),
         ],
     );
-    outcome_gauges(
+    labelled_gauges(
         "switchboard_name_stores",
+        "outcome",
         [
             ("stored", &s.names.stored),
             ("retried", &s.names.store_retries),
@@ -247,13 +252,14 @@ pub fn render(app: &AppState) -> String {
     text
 }
 
-/// One gauge per outcome, labelled `outcome`, set from the runtime's counters.
-fn outcome_gauges<const N: usize>(
+/// One gauge per counter of the runtime, each labelled `label` = its name.
+fn labelled_gauges<const N: usize>(
     name: &'static str,
+    label: &'static str,
     counters: [(&'static str, &std::sync::atomic::AtomicU64); N],
 ) {
-    for (outcome, v) in counters {
-        metrics::gauge!(name, "outcome" => outcome)
+    for (value, v) in counters {
+        metrics::gauge!(name, label => value)
             .set(v.load(std::sync::atomic::Ordering::Relaxed) as f64);
     }
 }
