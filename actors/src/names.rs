@@ -110,13 +110,12 @@ pub const STORE_RETRY_BASE: Duration = Duration::from_millis(200);
 /// so a database that stays down cannot grow the actor without bound.
 const MAX_PENDING_STORES: usize = 100_000;
 
-/// A phone's newest captured name, not stored yet.
+/// A phone's newest captured name, not stored yet. Each has exactly one store task running or
+/// one `Retry` on its way, never both: a `Retry` comes only after a failed store.
 struct PendingName {
     name: String,
     /// Failed attempts since the last success (or since the name changed).
     failures: u32,
-    /// A store task is running for this phone; its `Stored` will come back.
-    in_flight: bool,
 }
 
 pub struct NamesState {
@@ -192,11 +191,7 @@ impl Actor for NamesActor {
                 name,
                 result,
             } => st.stored(&me, phone, name, result),
-            NamesMsg::Retry { phone } => {
-                if st.pending.get(&phone).is_some_and(|p| !p.in_flight) {
-                    st.write(&me, phone);
-                }
-            }
+            NamesMsg::Retry { phone } => st.write(&me, phone),
         }
         Ok(())
     }
@@ -246,24 +241,16 @@ impl NamesState {
             .stats
             .store_pending
             .fetch_add(1, Ordering::Relaxed);
-        self.pending.insert(
-            phone.clone(),
-            PendingName {
-                name,
-                failures: 0,
-                in_flight: false,
-            },
-        );
+        self.pending
+            .insert(phone.clone(), PendingName { name, failures: 0 });
         self.write(me, phone);
     }
 
     /// Start a store task for the phone's pending name; it answers with `Stored`.
     fn write(&mut self, me: &ActorRef<NamesMsg>, phone: String) {
-        let Some(p) = self.pending.get_mut(&phone) else {
+        let Some(name) = self.pending.get(&phone).map(|p| p.name.clone()) else {
             return;
         };
-        p.in_flight = true;
-        let name = p.name.clone();
         let (store, caches, me) = (
             self.args.store.clone(),
             self.args.caches.clone(),
@@ -296,7 +283,6 @@ impl NamesState {
         let Some(p) = self.pending.get_mut(&phone) else {
             return;
         };
-        p.in_flight = false;
         let newer = p.name != name;
         match result {
             Ok(()) => {
