@@ -450,7 +450,6 @@ pub async fn serve(
 /// Connects and migrates, retrying with capped exponential backoff until it succeeds.
 async fn connect_until_ready(state: AppState) {
     let config = state.config().database.clone();
-    let mut delay = RETRY_FIRST;
     let mut attempts: u32 = 0;
     loop {
         attempts = attempts.saturating_add(1);
@@ -472,6 +471,7 @@ async fn connect_until_ready(state: AppState) {
                 return;
             }
             Err(error) => {
+                let delay = switchboard_actors::backoff::delay(RETRY_FIRST, attempts, RETRY_MAX);
                 tracing::warn!(
                     %error,
                     attempt = attempts,
@@ -480,7 +480,6 @@ async fn connect_until_ready(state: AppState) {
                 );
                 state.record_connect_failure(attempts, error.to_string());
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RETRY_MAX);
             }
         }
     }

@@ -17,6 +17,7 @@
 //! **Architecture Invariant:** this crate does no direct I/O: no sockets, files or databases (it
 //! does not depend on sqlx or reqwest). Everything slow is behind a port and answers with a message.
 
+pub mod backoff;
 pub mod cache;
 pub mod call;
 pub mod crm;

@@ -38,6 +38,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::backoff;
 use crate::cache::ContextCaches;
 use crate::domain::*;
 use crate::handle::LiveCalls;
@@ -295,11 +296,7 @@ impl NamesState {
             Err(e) if !newer => {
                 stats.store_retries.fetch_add(1, Ordering::Relaxed);
                 p.failures += 1;
-                let delay = self
-                    .args
-                    .store_retry_base
-                    .saturating_mul(1u32 << (p.failures - 1).min(16))
-                    .min(STORE_RETRY_MAX);
+                let delay = backoff::delay(self.args.store_retry_base, p.failures, STORE_RETRY_MAX);
                 tracing::warn!(
                     phone = %mask_phone(&phone),
                     error = %e,

@@ -27,6 +27,7 @@ use crate::handle::LiveCalls;
 use crate::machine::Event;
 use crate::ports::{ConversationStore, JournalEntry, PersistRecord, SpillJournal};
 
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// After a journal error, the next journal attempt waits this long (keeps the error loud, not a flood).
 const JOURNAL_RETRY: Duration = Duration::from_secs(1);
@@ -417,8 +418,7 @@ fn fail(st: &PersistenceArgs, error: &str) {
 fn backoff(p: &mut Pending, st: &PersistenceArgs, error: &str) {
     p.failures += 1;
     st.stats.write_failures.fetch_add(1, Ordering::Relaxed);
-    let delay =
-        Duration::from_millis(50u64.saturating_mul(1 << p.failures.min(16))).min(MAX_BACKOFF);
+    let delay = crate::backoff::delay(FIRST_BACKOFF, p.failures, MAX_BACKOFF);
     p.retry_at = Some(Instant::now() + delay);
     tracing::warn!(
         error,

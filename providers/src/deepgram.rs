@@ -736,8 +736,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 }
 
 fn backoff(attempt: u32) -> Duration {
-    let factor = 1u32 << attempt.saturating_sub(1).min(8);
-    (BACKOFF_BASE * factor).min(BACKOFF_MAX)
+    switchboard_actors::backoff::delay(BACKOFF_BASE, attempt, BACKOFF_MAX)
 }
 
 fn closed_reason(frame: Option<&CloseFrame>) -> String {
