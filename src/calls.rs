@@ -125,15 +125,20 @@ pub fn runtime_config(config: &Config) -> RuntimeConfig {
     let prefetch = &config.prefetch;
     // `prefetch.parallel = false` is the old blocking behaviour: the greeting waits for the
     // context, bounded by the prefetch deadline.
-    let greeting_wait_ms = if prefetch.parallel {
-        config.greeting.personalize_within_ms
+    let greeting = &config.greeting;
+    let (greeting_wait_ms, relay_greeting_wait_ms) = if prefetch.parallel {
+        (
+            greeting.personalize_within_ms,
+            greeting.relay_personalize_within_ms,
+        )
     } else {
-        prefetch.timeout_ms
+        (prefetch.timeout_ms, prefetch.timeout_ms)
     };
     let conversation = &config.conversation;
     let machine = MachineConfig {
         greeting: config.twilio.welcome_greeting.trim().to_owned(),
         greeting_wait_ms,
+        relay_greeting_wait_ms,
         context_deadline_ms: prefetch.timeout_ms + 500,
         llm_deadline_ms: config.llm.timeout_ms + 1_000,
         filler: conversation.filler.trim().to_owned(),

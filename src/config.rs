@@ -52,6 +52,7 @@ const RANGES: &[(&str, i64, i64)] = &[
     ("persistence.max_buffered_rows", 1, 10_000_000),
     ("persistence.summary_timeout_ms", 100, 60_000),
     ("greeting.personalize_within_ms", 0, 10_000),
+    ("greeting.relay_personalize_within_ms", 0, 10_000),
     ("cache.ttl_s", 1, 86_400),
     ("cache.max_entries", 0, 10_000_000),
     ("llm.first_token_timeout_ms", 100, 120_000),
@@ -319,7 +320,10 @@ impl PersistenceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GreetingConfig {
+    /// Media Streams: how long the greeting audio may wait for the caller's context.
     pub personalize_within_ms: u64,
+    /// ConversationRelay: the same, while Twilio speaks its own welcome greeting.
+    pub relay_personalize_within_ms: u64,
 }
 
 #[derive(Clone, Deserialize)]

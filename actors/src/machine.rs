@@ -310,7 +310,9 @@ pub enum Effect {
 pub struct MachineConfig {
     pub system_prompt: String,
     pub greeting: String,
-    /// `{name}` is replaced by the caller's name.
+    /// `{name}` is replaced by the caller's name. The greeting itself when the caller is known
+    /// at start (or within the greeting's wait); otherwise said right after the generic greeting
+    /// to a caller known by the time it has played.
     pub personal_greeting: String,
     pub ask_name: String,
     pub ask_name_again: String,
@@ -335,8 +337,14 @@ pub struct MachineConfig {
     /// Estimated-token budget of a request's conversation part (0: no limit). The oldest turns
     /// are dropped first; the system prompt and the latest caller line always stay.
     pub max_prompt_tokens: usize,
-    /// How long the greeting may wait for the context to personalise it (0: never wait).
+    /// How long a Media Streams greeting may wait for the context to personalise it (0: never
+    /// wait). The caller hears nothing meanwhile, so the default is 0: the generic greeting plays
+    /// at once and a caller known by the time it has played hears `personal_greeting` next.
     pub greeting_wait_ms: u64,
+    /// The same for ConversationRelay, where Twilio speaks its own welcome greeting meanwhile:
+    /// a wait costs the caller nothing and lets a known caller be greeted by name without a
+    /// second greeting.
+    pub relay_greeting_wait_ms: u64,
     pub max_name_attempts: u32,
     pub silence_timeout_ms: u64,
     pub finalize_deadline_ms: u64,
@@ -367,7 +375,8 @@ impl Default for MachineConfig {
             offer_tools: true,
             max_tool_rounds: 3,
             max_prompt_tokens: 3_000,
-            greeting_wait_ms: 100,
+            greeting_wait_ms: 0,
+            relay_greeting_wait_ms: 100,
             max_name_attempts: 2,
             silence_timeout_ms: 10_000,
             finalize_deadline_ms: 10_000,
@@ -526,6 +535,8 @@ pub struct CallMachine {
     last_name_utterance: Option<String>,
     asked_name: bool,
     greeting_started: bool,
+    /// The greeting that started named the caller.
+    greeted_by_name: bool,
     /// Shared with snapshots: cloning the machine is O(1); appending copies only when a snapshot
     /// still holds the old list.
     conversation: Arc<Vec<ConversationMessage>>,
@@ -570,6 +581,7 @@ impl CallMachine {
             last_name_utterance: None,
             asked_name: false,
             greeting_started: false,
+            greeted_by_name: false,
             conversation: Arc::new(Vec::new()),
             next_message_seq: 0,
             transitions: Arc::new(Vec::new()),
@@ -734,14 +746,15 @@ impl CallMachine {
             self.name = Some(name);
             self.name_source = Some(NameSource::CallParameters);
         }
-        // Relay waits too: its greeting is our text (Twilio's own welcome greeting, if any, is
-        // already playing meanwhile).
-        let can_wait = self.context == ContextStatus::Pending
-            && self.name.is_none()
-            && self.config.greeting_wait_ms > 0;
-        if can_wait {
-            let after = self.config.greeting_wait_ms;
-            self.arm_timer(now, TimerKind::GreetingWait, after, fx);
+        // Relay's greeting is our text, while Twilio's own welcome greeting (if any) is already
+        // playing; a Media Streams greeting is the first thing the caller hears.
+        let wait_ms = if self.is_relay() {
+            self.config.relay_greeting_wait_ms
+        } else {
+            self.config.greeting_wait_ms
+        };
+        if self.context == ContextStatus::Pending && self.name.is_none() && wait_ms > 0 {
+            self.arm_timer(now, TimerKind::GreetingWait, wait_ms, fx);
         } else {
             self.start_greeting(fx);
         }
@@ -1443,11 +1456,8 @@ impl CallMachine {
             return;
         }
         self.greeting_started = true;
-        let personalized = if self.name.is_some() {
-            self.name.clone()
-        } else {
-            None
-        };
+        let personalized = self.name.clone();
+        self.greeted_by_name = personalized.is_some();
         let text = match &personalized {
             Some(_) => self.fill(&self.config.personal_greeting),
             None => self.config.greeting.clone(),
@@ -1506,7 +1516,13 @@ impl CallMachine {
         self.greeting_started = true;
         if self.name.is_some() {
             self.transition(now, CallState::Enriched, event, fx);
-            if !self.agent_is_audible() {
+            if ask_name && !self.greeted_by_name {
+                // The generic greeting played while the context was on its way (it never waits
+                // for it unless configured to): greet the caller by name now, where a new caller
+                // is asked for theirs.
+                let line = self.fill(&self.config.personal_greeting);
+                self.say(now, line, AfterTurn::AwaitCaller, fx);
+            } else if !self.agent_is_audible() {
                 self.arm_silence(now, fx);
             }
         } else {

@@ -17,7 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::common::*;
 use crate::history::{relay, relay_send, relay_setup, relay_turn};
 use crate::twilio::{
-    KNOWN, Ws, api, app, media_frame, metric, read_until, start_frame, wait_state, ws_connect,
+    KNOWN, Ws, api, app, media_frame, metric, play_greeting_once_known, read_until, start_frame,
+    wait_state, ws_connect,
 };
 
 /// Stand-ins of our own, so a test can script them and change them mid-call.
@@ -417,7 +418,9 @@ async fn a_tts_that_times_out_plays_the_fallback_line_instead_of_silence() {
     });
     let sid = "CAttsslow";
     let mut ws = media_call(&app, sid, KNOWN).await;
-    // The personalised greeting cannot be synthesized in time: the fallback audio plays.
+    // The greeting was rendered at start and plays at once; the welcome by name that follows
+    // it cannot be synthesized in time: the fallback audio plays instead.
+    play_greeting_once_known(&app, &mut ws, sid).await;
     let first = read_until(&mut ws, true, sid, |f| {
         matches!(f, OutboundFrame::Media { .. })
     })

@@ -144,6 +144,39 @@ pub async fn read_until(
     }
 }
 
+/// Reads the greeting up to its mark and echoes the mark ("played") only once the CRM has named
+/// the caller: a real greeting lasts seconds, the lookup milliseconds, but a test plays the
+/// greeting as fast as it reads it. Then the caller is welcomed by name, not asked for it.
+pub async fn play_greeting_once_known(app: &TestApp, ws: &mut Ws, call_sid: &str) {
+    let mark = read_until(ws, false, call_sid, |f| {
+        matches!(f, OutboundFrame::Mark { .. })
+    })
+    .await;
+    echo_once_known(app, ws, call_sid, mark).await;
+}
+
+/// Echoes `mark` once the CRM has named the caller (see [`play_greeting_once_known`]).
+pub async fn echo_once_known(app: &TestApp, ws: &mut Ws, call_sid: &str, mark: OutboundFrame) {
+    let OutboundFrame::Mark { name, .. } = mark else {
+        panic!("not a mark: {mark:?}")
+    };
+    for _ in 0..500 {
+        if api(app, &format!("/api/v1/calls/{call_sid}")).await["customer_name"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let echo = InboundFrame::Mark {
+        sequence_number: 98,
+        stream_sid: format!("MZ{call_sid}"),
+        name,
+    }
+    .to_json();
+    ws.send(Message::Text(echo.into()))
+        .await
+        .expect("echo the greeting's mark");
+}
+
 pub async fn api(app: &TestApp, path: &str) -> Value {
     app.client
         .get(format!("{}{path}", app.base_url))
@@ -336,7 +369,7 @@ async fn a_media_stream_call_from_connected_to_stop() {
     // The greeting streams as mu-law in messages of up to 200 ms (`twilio.media_message_ms`),
     // whole 160-byte frames each, then a mark.
     let mut sizes = Vec::new();
-    read_until(&mut ws, true, "CAmedia1", |f| match f {
+    let greeting_mark = read_until(&mut ws, false, "CAmedia1", |f| match f {
         OutboundFrame::Media {
             stream_sid,
             payload,
@@ -349,6 +382,7 @@ async fn a_media_stream_call_from_connected_to_stop() {
         OutboundFrame::Clear { .. } => false,
     })
     .await;
+    echo_once_known(&app, &mut ws, "CAmedia1", greeting_mark).await;
     let (last, full) = sizes.split_last().expect("greeting audio before its mark");
     assert!(
         !full.is_empty(),
@@ -362,6 +396,11 @@ async fn a_media_stream_call_from_connected_to_stop() {
         "the caller's number reached the CRM lookup"
     );
     assert_eq!(call["caller"], "+15550****01");
+    // The greeting did not wait for the CRM; the caller it found is welcomed by name next.
+    read_until(&mut ws, true, "CAmedia1", |f| {
+        matches!(f, OutboundFrame::Mark { .. })
+    })
+    .await;
     ws.send(Message::Text(json!({"event":"dtmf","sequenceNumber":"5","streamSid":"MZCAmedia1","dtmf":{"track":"inbound_track","digit":"7"}}).to_string().into())).await.unwrap();
     ws.send(Message::Text(json!({"event":"stop","sequenceNumber":"6","streamSid":"MZCAmedia1","stop":{"accountSid":"AC1","callSid":"CAmedia1"}}).to_string().into())).await.unwrap();
     // The server finalizes and closes the socket.
@@ -401,6 +440,7 @@ async fn a_media_stream_call_from_connected_to_stop() {
     assert_eq!(
         texts,
         vec![
+            "Hello, thanks for calling Switchboard.",
             "Welcome back, Ana Souza! How can I help you today?",
             "caller pressed 7"
         ]

@@ -50,8 +50,11 @@ struct Sim {
 
 impl Sim {
     fn new() -> Self {
+        Sim::with(MachineConfig::default())
+    }
+    fn with(config: MachineConfig) -> Self {
         Sim {
-            m: CallMachine::new(Arc::new(MachineConfig::default()), T0),
+            m: CallMachine::new(Arc::new(config), T0),
             now: T0,
             effects: Vec::new(),
             pending_marks: Vec::new(),
@@ -129,6 +132,8 @@ fn machine_in(state: CallState) -> Sim {
                 Some("+15551234567"),
             )));
             s.send(Event::ContextArrived(customer(Some("Ana Souza"))));
+            // The greeting, then the welcome by name that follows it.
+            s.play_all();
             s.play_all();
         }
         CallState::Conversing => {
@@ -367,8 +372,73 @@ fn greeting_starts_at_once_for_a_caller_without_a_phone_number() {
 }
 
 #[test]
-fn greeting_waits_a_little_for_context_then_goes_generic() {
+fn a_media_greeting_never_waits_and_a_known_caller_is_welcomed_by_name_next() {
     let mut s = Sim::new();
+    let fx = s.send(Event::CallStarted(start(
+        Transport::MediaStream,
+        Some("+15551234567"),
+    )));
+    assert_eq!(
+        spoken(&fx),
+        vec!["Thanks for calling Switchboard."],
+        "the greeting does not wait for the database"
+    );
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::FetchContext { phone } if phone == "+15551234567"))
+    );
+    assert!(
+        !s.m.armed_timers()
+            .iter()
+            .any(|t| t.kind == TimerKind::GreetingWait)
+    );
+    // The context arrives while the greeting plays: nothing is said over it.
+    let fx = s.send(Event::ContextArrived(customer(Some("Ana Souza"))));
+    assert!(spoken(&fx).is_empty());
+    let before = s.effects.len();
+    s.play_all();
+    assert_eq!(s.state(), CallState::Enriched);
+    assert_eq!(
+        spoken(&s.effects[before..]),
+        vec!["Welcome back, Ana Souza! How can I help you today?"],
+        "greeted by name where a new caller is asked for theirs"
+    );
+    s.play_all();
+    assert!(
+        s.m.armed_timers()
+            .iter()
+            .any(|t| t.kind == TimerKind::Silence),
+        "then the caller's turn"
+    );
+}
+
+#[test]
+fn a_known_caller_who_talks_over_the_greeting_is_answered_not_welcomed() {
+    let mut s = Sim::new();
+    s.send(Event::CallStarted(start(
+        Transport::MediaStream,
+        Some("+15551234567"),
+    )));
+    s.send(Event::ContextArrived(customer(Some("Ana Souza"))));
+    let fx = s.send(Event::CallerUtterance {
+        text: "Hi, it's about my invoice".into(),
+        is_final: true,
+    });
+    assert_eq!(s.state(), CallState::Conversing);
+    assert!(
+        !spoken(&fx).iter().any(|t| t.starts_with("Welcome back")),
+        "{fx:?}"
+    );
+    assert!(s.m.generating_turn().is_some(), "the LLM answers");
+}
+
+#[test]
+fn greeting_waits_a_little_for_context_then_goes_generic() {
+    // Opt-in for Media Streams (`greeting.personalize_within_ms`).
+    let mut s = Sim::with(MachineConfig {
+        greeting_wait_ms: 100,
+        ..MachineConfig::default()
+    });
     let fx = s.send(Event::CallStarted(start(
         Transport::MediaStream,
         Some("+15551234567"),
@@ -409,12 +479,14 @@ fn greeting_waits_a_little_for_context_then_goes_generic() {
 }
 
 #[test]
-fn context_within_the_window_personalises_the_greeting() {
+fn a_relay_greeting_waits_for_the_context_and_names_the_caller() {
+    // Twilio speaks its own welcome greeting meanwhile, so relay waits by default.
     let mut s = Sim::new();
-    s.send(Event::CallStarted(start(
-        Transport::MediaStream,
+    let fx = s.send(Event::CallStarted(start(
+        Transport::Relay,
         Some("+15551234567"),
     )));
+    assert!(spoken(&fx).is_empty());
     let fx = s.send(Event::ContextArrived(customer(Some("Ana Souza"))));
     assert_eq!(
         spoken(&fx),
@@ -548,18 +620,18 @@ fn late_context_in_enriched_updates_the_context() {
 #[test]
 fn context_failure_is_visible_and_the_call_proceeds_as_unknown() {
     let mut s = Sim::new();
-    s.send(Event::CallStarted(start(
+    let fx = s.send(Event::CallStarted(start(
         Transport::MediaStream,
         Some("+15551234567"),
     )));
-    let fx = s.send(Event::ContextFailed {
-        reason: "database unreachable".into(),
-    });
     assert_eq!(
         spoken(&fx),
         vec!["Thanks for calling Switchboard."],
         "greeting starts at once"
     );
+    let fx = s.send(Event::ContextFailed {
+        reason: "database unreachable".into(),
+    });
     assert_eq!(s.m.context_status().label(), "failed: database unreachable");
     assert_eq!(
         persisted(&fx),
