@@ -371,9 +371,9 @@ fn greeting_starts_at_once_for_a_caller_without_a_phone_number() {
     assert_eq!(s.m.context_status(), &ContextStatus::NotApplicable);
 }
 
-#[test]
-fn a_media_greeting_never_waits_and_a_known_caller_is_welcomed_by_name_next() {
-    let mut s = Sim::new();
+/// A Media Streams call from a number starts: the generic greeting at once (it never waits for
+/// the database). Returns the call start's effects.
+fn start_greeted_at_once(s: &mut Sim) -> Vec<Effect> {
     let fx = s.send(Event::CallStarted(start(
         Transport::MediaStream,
         Some("+15551234567"),
@@ -383,6 +383,13 @@ fn a_media_greeting_never_waits_and_a_known_caller_is_welcomed_by_name_next() {
         vec!["Thanks for calling Switchboard."],
         "the greeting does not wait for the database"
     );
+    fx
+}
+
+#[test]
+fn a_media_greeting_never_waits_and_a_known_caller_is_welcomed_by_name_next() {
+    let mut s = Sim::new();
+    let fx = start_greeted_at_once(&mut s);
     assert!(
         fx.iter()
             .any(|e| matches!(e, Effect::FetchContext { phone } if phone == "+15551234567"))
@@ -620,15 +627,7 @@ fn late_context_in_enriched_updates_the_context() {
 #[test]
 fn context_failure_is_visible_and_the_call_proceeds_as_unknown() {
     let mut s = Sim::new();
-    let fx = s.send(Event::CallStarted(start(
-        Transport::MediaStream,
-        Some("+15551234567"),
-    )));
-    assert_eq!(
-        spoken(&fx),
-        vec!["Thanks for calling Switchboard."],
-        "greeting starts at once"
-    );
+    start_greeted_at_once(&mut s);
     let fx = s.send(Event::ContextFailed {
         reason: "database unreachable".into(),
     });
