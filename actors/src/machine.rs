@@ -1496,8 +1496,9 @@ impl CallMachine {
         }
     }
 
-    /// The greeting is over (played, or the caller talked over it). `ask_name`: ask an unknown
-    /// caller for their name now (not when they are already talking).
+    /// The greeting is over (played, or the caller talked over it). `ask_name`: the caller is
+    /// not talking, so speak next: ask an unknown caller for their name, or welcome a known one
+    /// by name if the greeting did not.
     fn greeting_done(&mut self, now: Millis, event: &str, ask_name: bool, fx: &mut Vec<Effect>) {
         if self.state != CallState::Greeting {
             return;

@@ -128,15 +128,7 @@ pub async fn read_until(
         let frame = switchboard_twilio::media::parse_outbound(&text)
             .expect("server sends valid Twilio frames");
         if echo_marks && let OutboundFrame::Mark { name, .. } = &frame {
-            let echo = InboundFrame::Mark {
-                sequence_number: 99,
-                stream_sid: format!("MZ{call_sid}"),
-                name: name.clone(),
-            }
-            .to_json();
-            ws.send(Message::Text(echo.into()))
-                .await
-                .expect("echo mark");
+            echo_mark(ws, call_sid, name.clone()).await;
         }
         if pred(&frame) {
             return frame;
@@ -166,15 +158,20 @@ pub async fn echo_once_known(app: &TestApp, ws: &mut Ws, call_sid: &str, mark: O
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    echo_mark(ws, call_sid, name).await;
+}
+
+/// Tell the server, as Twilio does, that the audio before mark `name` has played.
+async fn echo_mark(ws: &mut Ws, call_sid: &str, name: String) {
     let echo = InboundFrame::Mark {
-        sequence_number: 98,
+        sequence_number: 99,
         stream_sid: format!("MZ{call_sid}"),
         name,
     }
     .to_json();
     ws.send(Message::Text(echo.into()))
         .await
-        .expect("echo the greeting's mark");
+        .expect("echo mark");
 }
 
 pub async fn api(app: &TestApp, path: &str) -> Value {
